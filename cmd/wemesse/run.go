@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alexedwards/argon2id"
+	"gorm.io/gorm"
+
+	"github.com/wemesse/server/internal/config"
+	"github.com/wemesse/server/internal/handler"
+	"github.com/wemesse/server/internal/repository"
+	"github.com/wemesse/server/internal/service"
+	"github.com/wemesse/server/internal/storage"
+)
+
+const usage = `usage:
+  wemesse [serve]                              run the server
+  wemesse signature create [--role admin|client]  store a new signature and print its secret
+  wemesse signature list                       list signatures (id, role, created, last used)
+  wemesse signature revoke ID                  delete a signature
+Settings come from WEMESSE_* environment variables and a .env file.`
+
+// run is the whole program, with its environment passed in so tests can
+// drive it.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, cfg, log)
+	case "signature":
+		return signatureCommand(ctx, cfg, log, args, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}
+
+// app is the wired application.
+type app struct {
+	db         *gorm.DB
+	files      *storage.Disk
+	releases   *service.Releases
+	users      *service.Users
+	signatures *service.Signatures
+}
+
+// open connects to the database, migrates it and wires the services.
+func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error) {
+	db, err := repository.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := repository.Migrate(ctx, db); err != nil {
+		repository.Close(db)
+		return nil, err
+	}
+	files, err := storage.NewDisk(cfg.UploadDir)
+	if err != nil {
+		repository.Close(db)
+		return nil, err
+	}
+	a := &app{db: db, files: files}
+	a.releases = service.NewReleases(repository.NewReleases(db), files, service.ReleasesConfig{
+		PublicURL: cfg.PublicURL, MaxUpload: cfg.MaxUploadBytes, DefaultABI: cfg.DefaultABI,
+		Key: storage.Key, SafeName: storage.SafeName,
+	}, log)
+	a.users = service.NewUsers(repository.NewUsers(db), cfg.DefaultABI)
+	a.signatures = service.NewSignatures(repository.NewSignatures(db), service.SignaturesConfig{
+		Params: argon2id.Params{
+			Memory: cfg.Argon2.Memory, Iterations: cfg.Argon2.Iterations, Parallelism: cfg.Argon2.Parallelism,
+			SaltLength: 16, KeyLength: 32,
+		},
+		Limits: service.Argon2Limits{
+			Memory: config.MaxArgon2Memory, Iterations: config.MaxArgon2Iterations, Parallelism: config.MaxArgon2Parallel,
+		},
+		Concurrency: cfg.Argon2Concurrency,
+		Wait:        cfg.Argon2Wait,
+		CacheSize:   cfg.AuthCacheSize,
+		CacheTTL:    cfg.AuthCacheTTL,
+		Refresh:     cfg.AuthRefresh,
+	}, log)
+	return a, nil
+}
+
+// serve runs the HTTP server until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	log.Info("starting", "config", cfg)
+	a, err := open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer repository.Close(a.db)
+
+	if n, err := a.files.CleanStaging(); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info("removed staged files left by an interrupted upload", "count", n)
+	}
+	if n, err := a.signatures.UpgradePlaintext(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info("hashed plaintext signatures left by the earlier server", "count", n)
+	}
+	generated, err := a.signatures.Bootstrap(ctx, cfg.Signature)
+	if err != nil {
+		return err
+	}
+	if generated != "" {
+		// The one time a secret is ever written out: nobody could call the
+		// API otherwise.
+		log.Warn("No signature was configured, so one was generated and its hash stored. Copy it now: it will not be shown again.", "signature", generated)
+	}
+	if err := a.signatures.Load(ctx); err != nil {
+		return err
+	}
+	go a.signatures.Run(ctx)
+
+	srv := &http.Server{
+		Addr: cfg.Addr,
+		Handler: handler.NewServer(handler.Deps{
+			Releases: a.releases, Users: a.users, Signatures: a.signatures, Log: log,
+			PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes,
+			AuthFailuresPerMinute: cfg.AuthFailuresPerMin,
+		}),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.TLSCert != "" {
+			errc <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLSCert != "")
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close()
+		log.Warn("shutdown cut off requests still running", "err", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// signatureCommand runs `wemesse signature ...`.
+func signatureCommand(ctx context.Context, cfg config.Config, log *slog.Logger, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("signature: want create, list or revoke\n" + usage)
+	}
+	a, err := open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer repository.Close(a.db)
+	switch args[0] {
+	case "create":
+		fs := flag.NewFlagSet("signature create", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		role := fs.String("role", "admin", "admin or client")
+		if err := fs.Parse(args[1:]); err != nil {
+			return fmt.Errorf("signature create: %w", err)
+		}
+		secret, sig, err := a.signatures.Create(ctx, *role)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Created %s signature %d. Copy the secret below now: it is stored only as a hash and will not be shown again.\n%s\n", sig.Role, sig.ID, secret)
+		return nil
+	case "list":
+		sigs, err := a.signatures.List(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tROLE\tCREATED\tLAST USED")
+		for _, s := range sigs {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.ID, s.Role, formatTime(s.CreatedAt), formatTime(s.LastUsedAt))
+		}
+		return tw.Flush()
+	case "revoke":
+		if len(args) != 2 {
+			return errors.New("signature revoke: want exactly one ID")
+		}
+		id, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil || id <= 0 {
+			return fmt.Errorf("signature revoke: %q is not a signature ID", args[1])
+		}
+		if err := a.signatures.Revoke(ctx, id); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Revoked signature %d. Running servers refuse it within %s.\n", id, cfg.AuthRefresh)
+		return nil
+	}
+	return fmt.Errorf("signature: unknown command %q", args[0])
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

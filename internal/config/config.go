@@ -1,0 +1,200 @@
+// Package config reads Wemesse's settings from the environment. Every
+// default lives here.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the server's effective configuration.
+type Config struct {
+	Addr           string // WEMESSE_ADDR
+	DatabaseURL    string // WEMESSE_DATABASE_URL: postgres:// URL or SQLite path
+	UploadDir      string // WEMESSE_UPLOAD_DIR
+	PublicURL      string // WEMESSE_PUBLIC_URL, without a trailing slash
+	MirrorURL      string // WEMESSE_MIRROR_URL, without a trailing slash
+	MaxUploadBytes int64  // WEMESSE_MAX_UPLOAD_BYTES
+	Signature      string // WEMESSE_SIGNATURE: bootstrap secret; never log it
+	TLSCert        string // WEMESSE_TLS_CERT
+	TLSKey         string // WEMESSE_TLS_KEY
+	DefaultABI     string // WEMESSE_DEFAULT_ABI: the ABI of a client that names none
+	LogLevel       slog.Level
+
+	Argon2 Argon2 // parameters for new hashes
+
+	// Verification cache and bounded hashing (see service.Signatures).
+	Argon2Concurrency  int           // WEMESSE_ARGON2_CONCURRENCY
+	Argon2Wait         time.Duration // WEMESSE_ARGON2_WAIT: longest wait for a hashing slot
+	AuthCacheSize      int           // WEMESSE_AUTH_CACHE_SIZE
+	AuthCacheTTL       time.Duration // WEMESSE_AUTH_CACHE_TTL
+	AuthRefresh        time.Duration // WEMESSE_AUTH_REFRESH: how often signatures are re-read
+	AuthFailuresPerMin int           // WEMESSE_AUTH_FAILURES_PER_MINUTE: per client IP
+
+	ReadHeaderTimeout time.Duration // WEMESSE_READ_HEADER_TIMEOUT
+	IdleTimeout       time.Duration // WEMESSE_IDLE_TIMEOUT
+	ShutdownTimeout   time.Duration // WEMESSE_SHUTDOWN_TIMEOUT
+}
+
+// Argon2 holds Argon2id parameters; the defaults are the library's.
+type Argon2 struct {
+	Memory      uint32 // KiB; WEMESSE_ARGON2_MEMORY
+	Iterations  uint32 // WEMESSE_ARGON2_ITERATIONS
+	Parallelism uint8  // WEMESSE_ARGON2_PARALLELISM
+}
+
+// Bounds on Argon2 parameters, for new hashes and for stored ones alike: a
+// hash beyond them would let a row in the database exhaust the server.
+const (
+	MaxArgon2Memory     = 256 * 1024 // KiB
+	MaxArgon2Iterations = 10
+	MaxArgon2Parallel   = 16
+)
+
+// Variables lists every environment variable the server reads.
+var Variables = []string{
+	"WEMESSE_ADDR", "WEMESSE_DATABASE_URL", "WEMESSE_UPLOAD_DIR", "WEMESSE_PUBLIC_URL",
+	"WEMESSE_MIRROR_URL", "WEMESSE_MAX_UPLOAD_BYTES", "WEMESSE_SIGNATURE", "WEMESSE_TLS_CERT",
+	"WEMESSE_TLS_KEY", "WEMESSE_DEFAULT_ABI", "WEMESSE_LOG_LEVEL", "WEMESSE_ARGON2_MEMORY",
+	"WEMESSE_ARGON2_ITERATIONS", "WEMESSE_ARGON2_PARALLELISM", "WEMESSE_ARGON2_CONCURRENCY",
+	"WEMESSE_ARGON2_WAIT", "WEMESSE_AUTH_CACHE_SIZE", "WEMESSE_AUTH_CACHE_TTL", "WEMESSE_AUTH_REFRESH",
+	"WEMESSE_AUTH_FAILURES_PER_MINUTE", "WEMESSE_READ_HEADER_TIMEOUT", "WEMESSE_IDLE_TIMEOUT",
+	"WEMESSE_SHUTDOWN_TIMEOUT",
+}
+
+// Load reads the configuration through getenv and checks it.
+func Load(getenv func(string) string) (Config, error) {
+	p := parser{getenv: getenv}
+	c := Config{
+		Addr:           p.str("WEMESSE_ADDR", ":9000"),
+		DatabaseURL:    p.str("WEMESSE_DATABASE_URL", "data/wemesse.db"),
+		UploadDir:      p.str("WEMESSE_UPLOAD_DIR", "uploads"),
+		PublicURL:      strings.TrimRight(p.str("WEMESSE_PUBLIC_URL", "http://localhost:9000/uploads"), "/"),
+		MaxUploadBytes: p.int64("WEMESSE_MAX_UPLOAD_BYTES", 1<<30, 1, 1<<50),
+		Signature:      getenv("WEMESSE_SIGNATURE"),
+		TLSCert:        getenv("WEMESSE_TLS_CERT"),
+		TLSKey:         getenv("WEMESSE_TLS_KEY"),
+		DefaultABI:     p.str("WEMESSE_DEFAULT_ABI", "arm64"),
+		Argon2: Argon2{
+			Memory:      uint32(p.int64("WEMESSE_ARGON2_MEMORY", 64*1024, 8, MaxArgon2Memory)),
+			Iterations:  uint32(p.int64("WEMESSE_ARGON2_ITERATIONS", 1, 1, MaxArgon2Iterations)),
+			Parallelism: uint8(p.int64("WEMESSE_ARGON2_PARALLELISM", int64(runtime.NumCPU()), 1, MaxArgon2Parallel)),
+		},
+		Argon2Concurrency:  int(p.int64("WEMESSE_ARGON2_CONCURRENCY", int64(runtime.NumCPU()), 1, 256)),
+		Argon2Wait:         p.duration("WEMESSE_ARGON2_WAIT", 2*time.Second),
+		AuthCacheSize:      int(p.int64("WEMESSE_AUTH_CACHE_SIZE", 10000, 1, 10_000_000)),
+		AuthCacheTTL:       p.duration("WEMESSE_AUTH_CACHE_TTL", 10*time.Minute),
+		AuthRefresh:        p.duration("WEMESSE_AUTH_REFRESH", 2*time.Second),
+		AuthFailuresPerMin: int(p.int64("WEMESSE_AUTH_FAILURES_PER_MINUTE", 60, 1, 1_000_000)),
+		ReadHeaderTimeout:  p.duration("WEMESSE_READ_HEADER_TIMEOUT", 10*time.Second),
+		IdleTimeout:        p.duration("WEMESSE_IDLE_TIMEOUT", 120*time.Second),
+		ShutdownTimeout:    p.duration("WEMESSE_SHUTDOWN_TIMEOUT", 30*time.Second),
+	}
+	c.MirrorURL = strings.TrimRight(p.str("WEMESSE_MIRROR_URL", c.PublicURL), "/")
+	if err := c.LogLevel.UnmarshalText([]byte(p.str("WEMESSE_LOG_LEVEL", "info"))); err != nil {
+		p.fail("WEMESSE_LOG_LEVEL must be debug, info, warn or error")
+	}
+	for _, u := range []struct{ name, value string }{{"WEMESSE_PUBLIC_URL", c.PublicURL}, {"WEMESSE_MIRROR_URL", c.MirrorURL}} {
+		if parsed, err := url.Parse(u.value); err != nil || parsed.Scheme == "" || parsed.Host == "" {
+			p.fail(u.name + " must be an absolute URL such as https://updates.example.com/uploads")
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		p.fail("WEMESSE_TLS_CERT and WEMESSE_TLS_KEY must be set together")
+	}
+	switch c.DefaultABI {
+	case "arm", "arm64", "x86", "x86_64":
+	default:
+		p.fail("WEMESSE_DEFAULT_ABI must be one of arm, arm64, x86, x86_64")
+	}
+	if p.err != nil {
+		return Config{}, p.err
+	}
+	return c, nil
+}
+
+// IsPostgres reports whether DatabaseURL selects PostgreSQL.
+func (c Config) IsPostgres() bool { return IsPostgresURL(c.DatabaseURL) }
+
+// IsPostgresURL reports whether a database URL selects PostgreSQL.
+func IsPostgresURL(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// LogValue writes the configuration for the start-up log, secrets masked.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("addr", c.Addr),
+		slog.String("database", redactURL(c.DatabaseURL)),
+		slog.String("upload_dir", c.UploadDir),
+		slog.String("public_url", c.PublicURL),
+		slog.String("mirror_url", c.MirrorURL),
+		slog.Int64("max_upload_bytes", c.MaxUploadBytes),
+		slog.Bool("signature_set", c.Signature != ""),
+		slog.Bool("tls", c.TLSCert != ""),
+		slog.String("default_abi", c.DefaultABI),
+		slog.Int("argon2_concurrency", c.Argon2Concurrency),
+	)
+}
+
+// redactURL hides a password in a database URL.
+func redactURL(dsn string) string {
+	if !IsPostgresURL(dsn) {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres://(unparsable)"
+	}
+	return u.Redacted()
+}
+
+// parser reads variables and keeps the first error.
+type parser struct {
+	getenv func(string) string
+	err    error
+}
+
+func (p *parser) fail(msg string) {
+	if p.err == nil {
+		p.err = fmt.Errorf("config: %s", msg)
+	}
+}
+
+func (p *parser) str(name, def string) string {
+	if v := p.getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (p *parser) int64(name string, def, lo, hi int64) int64 {
+	v := p.getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < lo || n > hi {
+		p.fail(fmt.Sprintf("%s must be an integer from %d to %d", name, lo, hi))
+		return def
+	}
+	return n
+}
+
+func (p *parser) duration(name string, def time.Duration) time.Duration {
+	v := p.getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		p.fail(name + " must be a positive duration such as 5s")
+		return def
+	}
+	return d
+}

@@ -1,0 +1,130 @@
+package handler
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-chi/httprate"
+
+	"github.com/wemesse/server/internal/model"
+	"github.com/wemesse/server/internal/service"
+)
+
+// accessLog writes one line per request: request id, method, route
+// pattern, status, bytes and duration. Headers, hence secrets, are never
+// logged.
+func accessLog(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+			defer func() {
+				route := ""
+				if rctx := chi.RouteContext(r.Context()); rctx != nil {
+					route = rctx.RoutePattern()
+				}
+				log.InfoContext(r.Context(), "request",
+					"request_id", middleware.GetReqID(r.Context()),
+					"method", r.Method,
+					"route", route,
+					"status", ww.Status(),
+					"bytes", ww.BytesWritten(),
+					"duration_ms", float64(time.Since(start).Microseconds())/1000,
+					"remote", clientIP(r),
+				)
+			}()
+			next.ServeHTTP(ww, r)
+		})
+	}
+}
+
+// clientIP is the peer's address without its port. Forwarded headers are
+// not trusted: anyone can set them.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return httprate.CanonicalizeIP(host)
+}
+
+// authenticator guards endpoints with signatures.
+type authenticator struct {
+	sigs        *service.Signatures
+	failures    *httprate.RateLimiter
+	maxFailures int
+	log         *slog.Logger
+}
+
+func newAuth(sigs *service.Signatures, failuresPerMinute int, log *slog.Logger) *authenticator {
+	return &authenticator{
+		sigs:        sigs,
+		failures:    httprate.NewRateLimiter(failuresPerMinute, time.Minute),
+		maxFailures: failuresPerMinute,
+		log:         log,
+	}
+}
+
+// require admits requests whose signature holds role, or admin. The secret
+// comes from the signature header or from Authorization: Bearer. Missing,
+// unknown and revoked secrets get the same 401, and all go through the same
+// check; a client IP with too many recent failures gets 429.
+func (a *authenticator) require(role string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ip := clientIP(r)
+			// OnLimit counts failures up to the limit, so reaching it is the signal.
+			if _, rate, _ := a.failures.Status(ip); rate >= float64(a.maxFailures) {
+				w.Header().Set("Retry-After", "60")
+				writeError(w, http.StatusTooManyRequests, "Too many failed signature checks from this address; retry later.")
+				return
+			}
+			sig, err := a.sigs.Authenticate(r.Context(), secretOf(r))
+			if err != nil {
+				if model.ErrorCode(err) == model.Unauthorized {
+					a.failures.OnLimit(discardHeaders{}, r, ip) // counts the failure
+					w.Header().Set("WWW-Authenticate", `Bearer realm="wemesse"`)
+				}
+				fail(w, r, a.log, err)
+				return
+			}
+			if sig.Role != model.RoleAdmin && sig.Role != role {
+				writeError(w, http.StatusForbidden, "This signature may not call this endpoint; it needs the admin role.")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// maxSecretLen bounds the secret read from a request; a longer one is
+// treated as missing rather than hashed.
+const maxSecretLen = 512
+
+// secretOf reads the secret from the signature header, or else from an
+// Authorization: Bearer header.
+func secretOf(r *http.Request) string {
+	s := r.Header.Get("signature")
+	if s == "" {
+		if auth := r.Header.Get("Authorization"); len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+			s = strings.TrimSpace(auth[7:])
+		}
+	}
+	if len(s) > maxSecretLen {
+		return "" // checked like a missing one
+	}
+	return s
+}
+
+// discardHeaders is a ResponseWriter for the limiter's bookkeeping, whose
+// headers must not reach a request that is not limited.
+type discardHeaders struct{}
+
+func (discardHeaders) Header() http.Header         { return http.Header{} }
+func (discardHeaders) Write(b []byte) (int, error) { return len(b), nil }
+func (discardHeaders) WriteHeader(int)             {}

@@ -1,0 +1,122 @@
+package handler
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/wemesse/server/internal/model"
+)
+
+// maxJSONBytes bounds every JSON request body.
+const maxJSONBytes = 64 << 10
+
+// statusOf maps each error code to its HTTP status.
+var statusOf = map[model.Code]int{
+	model.Invalid:      http.StatusBadRequest,
+	model.NotFound:     http.StatusNotFound,
+	model.Conflict:     http.StatusConflict,
+	model.Unauthorized: http.StatusUnauthorized,
+	model.Forbidden:    http.StatusForbidden,
+	model.TooLarge:     http.StatusRequestEntityTooLarge,
+	model.Unsupported:  http.StatusUnsupportedMediaType,
+	model.Unavailable:  http.StatusServiceUnavailable,
+	model.Internal:     http.StatusInternalServerError,
+}
+
+// encode writes v as JSON with the given status.
+func encode[T any](w http.ResponseWriter, status int, v T) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to add
+}
+
+// decode reads a JSON body of at most maxJSONBytes into a T. Unknown keys
+// are ignored; anything after the object is an error.
+func decode[T any](w http.ResponseWriter, r *http.Request) (T, error) {
+	var v T
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBytes))
+	err := dec.Decode(&v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data")
+	}
+	if err == nil {
+		return v, nil
+	}
+	var tooLarge *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &tooLarge):
+		return v, model.Errorf(model.TooLarge, "The body is larger than %d bytes.", maxJSONBytes)
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return v, model.Errorf(model.Invalid, "%s must be a JSON %s.", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+	case errors.Is(err, io.EOF):
+		return v, model.Errorf(model.Invalid, "The body must be a JSON object.")
+	}
+	return v, model.Errorf(model.Invalid, "The body is not valid JSON: %s.", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "struct", "map":
+		return "object"
+	case "slice", "array":
+		return "array"
+	}
+	return "integer"
+}
+
+// fail writes err as a JSON error. Errors without a code are logged once,
+// with the request id, and reach the client as a plain "Internal error.".
+func fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	code := model.ErrorCode(err)
+	status := statusOf[code]
+	if status == 0 {
+		status = http.StatusInternalServerError
+	}
+	switch code {
+	case model.Internal:
+		log.ErrorContext(r.Context(), "request failed", "request_id", middleware.GetReqID(r.Context()), "err", err)
+	case model.Unavailable:
+		log.WarnContext(r.Context(), "request failed", "request_id", middleware.GetReqID(r.Context()), "err", err)
+		w.Header().Set("Retry-After", "1")
+	}
+	writeError(w, status, model.ErrorMessage(err))
+}
+
+// writeError writes {"error": msg} with status.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	encode(w, status, struct {
+		Error string `json:"error"`
+	}{msg})
+}
+
+// recoverJSON turns a panic into a logged 500 JSON error.
+func recoverJSON(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				rec := recover()
+				if rec == nil {
+					return
+				}
+				if rec == http.ErrAbortHandler {
+					panic(rec)
+				}
+				fail(w, r, log, fmt.Errorf("panic: %v\n%s", rec, debug.Stack()))
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}

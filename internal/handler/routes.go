@@ -1,0 +1,29 @@
+package handler
+
+import (
+	"github.com/go-chi/chi/v5"
+
+	"github.com/wemesse/server/internal/model"
+)
+
+// addRoutes is the whole API surface.
+func addRoutes(r chi.Router, d Deps) {
+	auth := newAuth(d.Signatures, d.AuthFailuresPerMinute, d.Log)
+
+	r.Get("/healthz", handleHealth())
+	r.Get("/uploads/*", handleDownload(d.Releases, d.Log))
+	r.Head("/uploads/*", handleDownload(d.Releases, d.Log))
+
+	r.Route("/api/v1", func(r chi.Router) {
+		r.Get("/updates/{version}", handleUpdateCheck(d.Releases, d.MirrorURL, d.Log))
+
+		r.With(auth.require(model.RoleClient)).Post("/users", handleUserReport(d.Users, d.Log))
+
+		r.Group(func(r chi.Router) {
+			r.Use(auth.require(model.RoleAdmin))
+			r.Get("/updates", handleReleaseList(d.Releases, d.PublicURL, d.Log))
+			r.Post("/updates", handleUpload(d.Releases, d.PublicURL, d.MaxUploadBytes, d.Log))
+			r.Get("/users", handleUserList(d.Users, d.Log))
+		})
+	})
+}

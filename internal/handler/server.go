@@ -1,0 +1,44 @@
+// Package handler is Wemesse's HTTP layer: the chi router, one handler maker
+// per endpoint, middleware, JSON encoding and the mapping of error codes to
+// statuses.
+package handler
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/wemesse/server/internal/service"
+)
+
+// Deps is everything the HTTP layer needs.
+type Deps struct {
+	Releases   *service.Releases
+	Users      *service.Users
+	Signatures *service.Signatures
+	Log        *slog.Logger
+
+	PublicURL      string // base of links to this server's files
+	MirrorURL      string // base of links in the update check
+	MaxUploadBytes int64
+	// AuthFailuresPerMinute bounds failed signature checks per client IP.
+	AuthFailuresPerMinute int
+}
+
+// NewServer returns the whole API as an http.Handler.
+func NewServer(d Deps) http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID)
+	r.Use(accessLog(d.Log))
+	r.Use(recoverJSON(d.Log))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "No such endpoint: "+r.Method+" "+r.URL.Path+".")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "Method "+r.Method+" is not allowed on "+r.URL.Path+".")
+	})
+	addRoutes(r, d)
+	return r
+}

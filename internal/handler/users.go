@@ -1,0 +1,108 @@
+package handler
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/wemesse/server/internal/model"
+	"github.com/wemesse/server/internal/service"
+)
+
+// userRequest is a device session report; unknown keys are ignored.
+type userRequest struct {
+	AppLocale       string `json:"AppLocale"`
+	AppVersion      string `json:"AppVersion"`
+	DeviceLocale    string `json:"DeviceLocale"`
+	DeviceMac       string `json:"DeviceMac"`
+	DeviceModel     string `json:"DeviceModel"`
+	DeviceSDK       string `json:"DeviceSDK"`
+	SessionActivity int64  `json:"SessionActivity"`
+	SessionID       int64  `json:"SessionID"`
+	SessionRegister int64  `json:"SessionRegister"`
+	TgVersion       string `json:"TgVersion"`
+	TargetABI       string `json:"TargetABI"`
+}
+
+// userResponse is a stored user as admins and clients see it.
+type userResponse struct {
+	ID              int64  `json:"ID"`
+	AppLocale       string `json:"AppLocale"`
+	AppVersion      string `json:"AppVersion"`
+	DeviceLocale    string `json:"DeviceLocale"`
+	DeviceMac       string `json:"DeviceMac"`
+	DeviceModel     string `json:"DeviceModel"`
+	DeviceSDK       string `json:"DeviceSDK"`
+	SessionActivity int64  `json:"SessionActivity"`
+	SessionID       int64  `json:"SessionID"`
+	SessionRegister int64  `json:"SessionRegister"`
+	TgVersion       string `json:"TgVersion"`
+	TargetABI       string `json:"TargetABI"`
+}
+
+func toUserResponse(u model.User) userResponse {
+	return userResponse{
+		ID: u.ID, AppLocale: u.AppLocale, AppVersion: u.AppVersion, DeviceLocale: u.DeviceLocale,
+		DeviceMac: u.DeviceMac, DeviceModel: u.DeviceModel, DeviceSDK: u.DeviceSDK,
+		SessionActivity: u.SessionActivity, SessionID: u.SessionID, SessionRegister: u.SessionRegister,
+		TgVersion: u.TgVersion, TargetABI: u.TargetABI,
+	}
+}
+
+// handleUserReport answers POST /api/v1/users.
+func handleUserReport(users *service.Users, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, err := decode[userRequest](w, r)
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		u, err := users.Report(r.Context(), model.User{
+			AppLocale: req.AppLocale, AppVersion: req.AppVersion, DeviceLocale: req.DeviceLocale,
+			DeviceMac: req.DeviceMac, DeviceModel: req.DeviceModel, DeviceSDK: req.DeviceSDK,
+			SessionActivity: req.SessionActivity, SessionID: req.SessionID, SessionRegister: req.SessionRegister,
+			TgVersion: req.TgVersion, TargetABI: req.TargetABI,
+		})
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, toUserResponse(u))
+	}
+}
+
+// handleUserList answers GET /api/v1/users, streaming the array as rows
+// arrive so that no list is held whole in memory.
+func handleUserList(users *service.Users, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		started := false
+		enc := json.NewEncoder(w)
+		err := users.Each(r.Context(), func(u model.User) error {
+			sep := ","
+			if !started {
+				started, sep = true, "["
+				w.Header().Set("Content-Type", "application/json; charset=utf-8")
+				w.WriteHeader(http.StatusOK)
+			}
+			if _, err := w.Write([]byte(sep)); err != nil {
+				return err
+			}
+			return enc.Encode(toUserResponse(u))
+		})
+		switch {
+		case err != nil && !started:
+			fail(w, r, log, err)
+		case err != nil:
+			// The status is sent; cut the response so it cannot pass for a
+			// complete array.
+			log.ErrorContext(r.Context(), "user list aborted", "request_id", middleware.GetReqID(r.Context()), "err", err)
+			panic(http.ErrAbortHandler)
+		case !started:
+			encode(w, http.StatusOK, []userResponse{})
+		default:
+			w.Write([]byte("]\n"))
+		}
+	}
+}

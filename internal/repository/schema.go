@@ -1,0 +1,140 @@
+package repository
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// The row structs below are the schema. Column names are part of the API
+// contract; columns stay nullable as the earlier server left them, so that
+// upgrading its databases needs no table rewrite.
+
+// appRow is a row of apps: one uploaded build.
+type appRow struct {
+	ID          int64     `gorm:"column:id;primaryKey"`
+	TargetABI   string    `gorm:"column:target_abi;type:text;uniqueIndex:idx_apps_version_abi,priority:2"`
+	AppChecksum string    `gorm:"column:app_checksum;type:text"`
+	AppName     string    `gorm:"column:app_name;type:text"`
+	AppNotes    string    `gorm:"column:app_notes;type:text"`
+	AppSize     string    `gorm:"column:app_size;type:text"`
+	AppVersion  string    `gorm:"column:app_version;type:text;uniqueIndex:idx_apps_version_abi,priority:1"`
+	Skipped     bool      `gorm:"column:skipped"`
+	Uploads     int64     `gorm:"column:uploads"`
+	URI         string    `gorm:"column:uri;type:text"`
+	SHA256      string    `gorm:"column:sha256;type:text"`
+	SizeBytes   int64     `gorm:"column:size_bytes"`
+	FilePath    string    `gorm:"column:file_path;type:text"`
+	CreatedAt   time.Time `gorm:"column:created_at"`
+}
+
+func (appRow) TableName() string { return "apps" }
+
+// signatureRow is a row of middlewares: the Argon2id hash of one secret.
+type signatureRow struct {
+	ID         int64      `gorm:"column:id;primaryKey"`
+	Signature  string     `gorm:"column:signature;type:text"`
+	Role       string     `gorm:"column:role;type:text"`
+	CreatedAt  time.Time  `gorm:"column:created_at"`
+	LastUsedAt *time.Time `gorm:"column:last_used_at"`
+}
+
+func (signatureRow) TableName() string { return "middlewares" }
+
+// userRow is a row of users: one device's latest session.
+type userRow struct {
+	ID              int64  `gorm:"column:id;primaryKey"`
+	AppLocale       string `gorm:"column:app_locale;type:text"`
+	AppVersion      string `gorm:"column:app_version;type:text"`
+	DeviceLocale    string `gorm:"column:device_locale;type:text"`
+	DeviceMac       string `gorm:"column:device_mac;type:text;uniqueIndex:idx_users_session_device,priority:2"`
+	DeviceModel     string `gorm:"column:device_model;type:text"`
+	DeviceSDK       string `gorm:"column:device_sdk;type:text"`
+	SessionActivity int64  `gorm:"column:session_activity"`
+	SessionID       int64  `gorm:"column:session_id;uniqueIndex:idx_users_session_device,priority:1"`
+	SessionRegister int64  `gorm:"column:session_register"`
+	TgVersion       string `gorm:"column:tg_version;type:text"`
+	TargetABI       string `gorm:"column:target_abi;type:text"`
+}
+
+func (userRow) TableName() string { return "users" }
+
+// migrationLock is the PostgreSQL advisory lock key that serializes
+// migrations of servers starting at once (AutoMigrate alone races).
+const migrationLock = 0x77656d65 // "weme"
+
+// Migrate creates or upgrades the schema, including databases left by the
+// earlier Wemesse server: it fills NULLs the new rules cannot hold, merges
+// duplicate devices before the unique index exists, and records each legacy
+// release's file path. Running it again changes nothing.
+func Migrate(ctx context.Context, db *gorm.DB) error {
+	return db.WithContext(ctx).Connection(func(conn *gorm.DB) error {
+		if conn.Dialector.Name() == "postgres" {
+			if err := conn.Exec("SELECT pg_advisory_lock(?)", migrationLock).Error; err != nil {
+				return fmt.Errorf("repository: migrate: lock: %w", err)
+			}
+			defer conn.Exec("SELECT pg_advisory_unlock(?)", migrationLock)
+		}
+		return conn.Transaction(func(tx *gorm.DB) error {
+			if err := upgradeLegacy(tx); err != nil {
+				return fmt.Errorf("repository: migrate: upgrade legacy rows: %w", err)
+			}
+			if err := tx.AutoMigrate(&appRow{}, &signatureRow{}, &userRow{}); err != nil {
+				return fmt.Errorf("repository: migrate: %w", err)
+			}
+			return backfill(tx)
+		})
+	})
+}
+
+// upgradeLegacy prepares tables of the earlier server for the unique indexes.
+func upgradeLegacy(tx *gorm.DB) error {
+	m := tx.Migrator()
+	if m.HasTable("apps") && m.HasColumn(&appRow{}, "target_abi") {
+		if err := tx.Exec("UPDATE apps SET target_abi = '' WHERE target_abi IS NULL").Error; err != nil {
+			return err
+		}
+	}
+	if !m.HasTable("users") || m.HasIndex(&userRow{}, "idx_users_session_device") {
+		return nil
+	}
+	if err := tx.Exec("UPDATE users SET device_mac = '' WHERE device_mac IS NULL").Error; err != nil {
+		return err
+	}
+	// Keep the smallest id of each device; give it the fields of the row
+	// with the most recent session_activity, then drop the others.
+	const ranked = `SELECT id, MIN(id) OVER w AS keep_id, COUNT(*) OVER w AS n,
+		ROW_NUMBER() OVER (PARTITION BY session_id, device_mac ORDER BY session_activity DESC, id DESC) AS rn
+		FROM users WHERE session_id IS NOT NULL WINDOW w AS (PARTITION BY session_id, device_mac)`
+	merge := `UPDATE users SET app_locale = l.app_locale, app_version = l.app_version, device_locale = l.device_locale,
+		device_model = l.device_model, device_sdk = l.device_sdk, session_activity = l.session_activity,
+		session_register = l.session_register, tg_version = l.tg_version`
+	if m.HasColumn(&userRow{}, "target_abi") {
+		merge += ", target_abi = l.target_abi"
+	}
+	merge += ` FROM users l JOIN (` + ranked + `) r ON r.id = l.id
+		WHERE r.rn = 1 AND r.n > 1 AND users.id = r.keep_id AND users.id <> l.id`
+	if err := tx.Exec(merge).Error; err != nil {
+		return err
+	}
+	return tx.Exec(`DELETE FROM users WHERE id IN (SELECT id FROM (` + ranked + `) r WHERE r.n > 1 AND r.id <> r.keep_id)`).Error
+}
+
+// backfill fills columns that rows of the earlier server lack.
+func backfill(tx *gorm.DB) error {
+	for _, stmt := range []string{
+		// The earlier server stored builds as <target_abi>/<app_version>/<app_name>.
+		`UPDATE apps SET file_path = CASE WHEN target_abi = '' THEN app_version || '/' || app_name
+			ELSE target_abi || '/' || app_version || '/' || app_name END
+			WHERE file_path IS NULL OR file_path = ''`,
+		`UPDATE apps SET uploads = 0 WHERE uploads IS NULL`,
+		`UPDATE middlewares SET role = 'admin' WHERE role IS NULL OR role = ''`,
+	} {
+		if err := tx.Exec(stmt).Error; err != nil {
+			return fmt.Errorf("repository: migrate: backfill: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package repository
+
+import (
+	"context"
+
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/wemesse/server/internal/model"
+)
+
+// Signatures stores credentials in the middlewares table.
+type Signatures struct{ db *gorm.DB }
+
+// NewSignatures returns a Signatures on db.
+func NewSignatures(db *gorm.DB) *Signatures { return &Signatures{db: db} }
+
+// List returns every signature ordered by id.
+func (s *Signatures) List(ctx context.Context) ([]model.Signature, error) {
+	var rows []signatureRow
+	if err := s.db.WithContext(ctx).Order("id").Find(&rows).Error; err != nil {
+		return nil, translate(err, "signature list")
+	}
+	out := make([]model.Signature, len(rows))
+	for i, r := range rows {
+		out[i] = toSignature(r)
+	}
+	return out, nil
+}
+
+// Create stores a new signature with the given hash and role.
+func (s *Signatures) Create(ctx context.Context, hash, role string) (model.Signature, error) {
+	row := signatureRow{Signature: hash, Role: role}
+	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
+		return model.Signature{}, translate(err, "signature")
+	}
+	return toSignature(row), nil
+}
+
+// CreateIfEmpty stores a signature made by hash only when the table holds
+// none, atomically even with several servers starting at once. created
+// reports whether it stored one.
+func (s *Signatures) CreateIfEmpty(ctx context.Context, role string, hash func() (string, error)) (created bool, err error) {
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if tx.Dialector.Name() == "postgres" {
+			if err := tx.Exec("LOCK TABLE middlewares IN SHARE ROW EXCLUSIVE MODE").Error; err != nil {
+				return err
+			}
+		}
+		var n int64
+		if err := tx.Model(&signatureRow{}).Count(&n).Error; err != nil || n > 0 {
+			return err
+		}
+		h, err := hash()
+		if err != nil {
+			return err
+		}
+		created = true
+		return tx.Create(&signatureRow{Signature: h, Role: role}).Error
+	})
+	if err != nil {
+		return false, translate(err, "bootstrap signature")
+	}
+	return created, nil
+}
+
+// SetHash replaces the stored hash of signature id.
+func (s *Signatures) SetHash(ctx context.Context, id int64, hash string) error {
+	return translate(s.db.WithContext(ctx).Model(&signatureRow{}).Where("id = ?", id).Update("signature", hash).Error, "signature")
+}
+
+// Touch records that signature id was used at t.
+func (s *Signatures) Touch(ctx context.Context, id int64, t time.Time) error {
+	return translate(s.db.WithContext(ctx).Model(&signatureRow{}).Where("id = ?", id).Update("last_used_at", t).Error, "signature")
+}
+
+// Delete removes signature id. It returns NotFound when there is none.
+func (s *Signatures) Delete(ctx context.Context, id int64) error {
+	res := s.db.WithContext(ctx).Delete(&signatureRow{}, id)
+	if res.Error != nil {
+		return translate(res.Error, "signature")
+	}
+	if res.RowsAffected == 0 {
+		return model.Errorf(model.NotFound, "Signature %d does not exist.", id)
+	}
+	return nil
+}
+
+func toSignature(r signatureRow) model.Signature {
+	sig := model.Signature{ID: r.ID, Hash: r.Signature, Role: r.Role, CreatedAt: r.CreatedAt}
+	if r.LastUsedAt != nil {
+		sig.LastUsedAt = *r.LastUsedAt
+	}
+	return sig
+}

@@ -1,0 +1,109 @@
+package repository
+
+import (
+	"context"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/wemesse/server/internal/model"
+)
+
+// Users stores device sessions in the users table.
+type Users struct{ db *gorm.DB }
+
+// NewUsers returns a Users on db.
+func NewUsers(db *gorm.DB) *Users { return &Users{db: db} }
+
+// Upsert stores u under its (SessionID, DeviceMac), inserting a new device
+// or updating a known one in place. When the device is new or reports a
+// different AppVersion, the uploads counter of the release with that version
+// grows by one: the one built for abi if it exists, else the universal one.
+// Everything happens in one transaction; under any concurrency a device is
+// one row and each change of version is counted once.
+func (r *Users) Upsert(ctx context.Context, u model.User, abi string) (model.User, error) {
+	row := fromUser(u)
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		ins := tx.Clauses(clause.OnConflict{
+			Columns:   []clause.Column{{Name: "session_id"}, {Name: "device_mac"}},
+			DoNothing: true,
+		}).Create(&row)
+		if ins.Error != nil {
+			return ins.Error
+		}
+		counted := ins.RowsAffected == 1
+		if !counted {
+			fields := map[string]any{
+				"app_locale": row.AppLocale, "app_version": row.AppVersion, "device_locale": row.DeviceLocale,
+				"device_model": row.DeviceModel, "device_sdk": row.DeviceSDK, "session_activity": row.SessionActivity,
+				"session_register": row.SessionRegister, "tg_version": row.TgVersion, "target_abi": row.TargetABI,
+			}
+			// The version condition is re-checked under the row lock, so of
+			// two concurrent reports of one new version only one matches.
+			changed := tx.Model(&userRow{}).
+				Where("session_id = ? AND device_mac = ? AND COALESCE(app_version, '') <> ?", row.SessionID, row.DeviceMac, row.AppVersion).
+				Updates(fields)
+			if changed.Error != nil {
+				return changed.Error
+			}
+			counted = changed.RowsAffected > 0
+			if !counted {
+				if err := tx.Model(&userRow{}).Where("session_id = ? AND device_mac = ?", row.SessionID, row.DeviceMac).Updates(fields).Error; err != nil {
+					return err
+				}
+			}
+			if err := tx.Where("session_id = ? AND device_mac = ?", row.SessionID, row.DeviceMac).Take(&row).Error; err != nil {
+				return err
+			}
+		}
+		if !counted {
+			return nil
+		}
+		return tx.Exec(`UPDATE apps SET uploads = COALESCE(uploads, 0) + 1 WHERE id = (
+			SELECT id FROM apps WHERE app_version = ? AND target_abi IN (?, '')
+			ORDER BY CASE WHEN target_abi = '' THEN 1 ELSE 0 END LIMIT 1)`, row.AppVersion, abi).Error
+	})
+	if err != nil {
+		return model.User{}, translate(err, "device session")
+	}
+	return toUser(row), nil
+}
+
+// Each calls fn for every user in id order, streaming rows from a cursor so
+// that no list is ever held whole in memory. It stops at fn's first error.
+func (r *Users) Each(ctx context.Context, fn func(model.User) error) error {
+	db := r.db.WithContext(ctx)
+	rows, err := db.Model(&userRow{}).Order("id").Rows()
+	if err != nil {
+		return translate(err, "user list")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var row userRow
+		if err := db.ScanRows(rows, &row); err != nil {
+			return translate(err, "user list")
+		}
+		if err := fn(toUser(row)); err != nil {
+			return err
+		}
+	}
+	return translate(rows.Err(), "user list")
+}
+
+func fromUser(u model.User) userRow {
+	return userRow{
+		ID: u.ID, AppLocale: u.AppLocale, AppVersion: u.AppVersion, DeviceLocale: u.DeviceLocale,
+		DeviceMac: u.DeviceMac, DeviceModel: u.DeviceModel, DeviceSDK: u.DeviceSDK,
+		SessionActivity: u.SessionActivity, SessionID: u.SessionID, SessionRegister: u.SessionRegister,
+		TgVersion: u.TgVersion, TargetABI: u.TargetABI,
+	}
+}
+
+func toUser(r userRow) model.User {
+	return model.User{
+		ID: r.ID, AppLocale: r.AppLocale, AppVersion: r.AppVersion, DeviceLocale: r.DeviceLocale,
+		DeviceMac: r.DeviceMac, DeviceModel: r.DeviceModel, DeviceSDK: r.DeviceSDK,
+		SessionActivity: r.SessionActivity, SessionID: r.SessionID, SessionRegister: r.SessionRegister,
+		TgVersion: r.TgVersion, TargetABI: r.TargetABI,
+	}
+}

@@ -1,0 +1,297 @@
+// Package service holds Wemesse's rules: which release a client is offered,
+// how a build is received, how device sessions are counted and how
+// signatures are checked. It declares the stores it needs as interfaces.
+package service
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/wemesse/server/internal/model"
+)
+
+// ReleaseStore keeps releases.
+type ReleaseStore interface {
+	// List returns every release ordered by id.
+	List(ctx context.Context) ([]model.Release, error)
+	// Create inserts rel, calling publish before the commit; Conflict when
+	// its version and ABI exist.
+	Create(ctx context.Context, rel *model.Release, uri string, publish func() error) error
+}
+
+// Files keeps build files under slash-separated keys.
+type Files interface {
+	// Stage streams r into a hidden staged file; on error nothing remains.
+	Stage(ctx context.Context, r io.Reader) (staged string, size int64, err error)
+	// Publish moves a staged file to key atomically.
+	Publish(ctx context.Context, staged, key string) error
+	// Discard removes a staged file.
+	Discard(ctx context.Context, staged string) error
+	// Remove deletes the file at key.
+	Remove(ctx context.Context, key string) error
+	// Open opens the file at key; NotFound when absent.
+	Open(ctx context.Context, key string) (io.ReadSeekCloser, fs.FileInfo, error)
+}
+
+// Part is one field of an upload form. Body is read at most once.
+type Part struct {
+	Field    string
+	FileName string
+	Body     io.Reader
+}
+
+// Form yields the parts of an upload form in order, then io.EOF.
+type Form interface {
+	Next() (Part, error)
+}
+
+// maxFieldBytes bounds a text field of the upload form.
+const maxFieldBytes = 64 << 10
+
+// Releases is the update side of Wemesse.
+type Releases struct {
+	store      ReleaseStore
+	files      Files
+	keyOf      func(version, abi, name string) string
+	safeName   func(string) string
+	publicURL  string
+	maxUpload  int64
+	defaultABI string
+	log        *slog.Logger
+}
+
+// ReleasesConfig holds what Releases needs besides its stores.
+type ReleasesConfig struct {
+	PublicURL  string // base of the URI recorded with each upload
+	MaxUpload  int64  // largest accepted build, in bytes
+	DefaultABI string // ABI of a client that names none
+
+	// Key and SafeName come from the storage in use.
+	Key      func(version, abi, name string) string
+	SafeName func(string) string
+}
+
+// NewReleases returns a Releases.
+func NewReleases(store ReleaseStore, files Files, cfg ReleasesConfig, log *slog.Logger) *Releases {
+	return &Releases{
+		store: store, files: files, keyOf: cfg.Key, safeName: cfg.SafeName,
+		publicURL: cfg.PublicURL, maxUpload: cfg.MaxUpload, defaultABI: cfg.DefaultABI, log: log,
+	}
+}
+
+// Check answers a client's update check. clientVersion is the version the
+// client runs, optionally followed by its ABI (2267_00arm64). The result is
+// the newest release the client can install, with Skipped false when any
+// mandatory release newer than the client exists. It returns Invalid for an
+// unparsable version and NotFound when there is no release.
+func (s *Releases) Check(ctx context.Context, clientVersion string) (model.Release, error) {
+	current, abi, err := model.ParseClientVersion(clientVersion)
+	if err != nil {
+		return model.Release{}, err
+	}
+	if abi == "" {
+		abi = s.defaultABI
+	}
+	all, err := s.store.List(ctx)
+	if err != nil {
+		return model.Release{}, err
+	}
+	newest, mustUpdate, ok := model.NewestFor(all, current, abi)
+	if !ok {
+		return model.Release{}, model.Errorf(model.NotFound, "No release exists yet.")
+	}
+	newest.Skipped = !mustUpdate
+	return newest, nil
+}
+
+// List returns every release ordered by id.
+func (s *Releases) List(ctx context.Context) ([]model.Release, error) {
+	return s.store.List(ctx)
+}
+
+// Open opens a stored build for download. NotFound when absent.
+func (s *Releases) Open(ctx context.Context, key string) (io.ReadSeekCloser, fs.FileInfo, error) {
+	return s.files.Open(ctx, key)
+}
+
+// upload collects an upload form's fields.
+type upload struct {
+	version  model.Version
+	notes    string
+	abi      string
+	fileName string
+	staged   string
+	size     int64
+	md5      string
+	sha256   string
+	seen     map[string]bool
+}
+
+// Upload receives a build from form: the fields appVersion (required, no ABI
+// suffix), appNotes, targetABI and the file tmpFile, in any order. The file
+// streams to staging while its MD5 and SHA-256 are computed, then is
+// published and recorded in one step. After any failure no row, file or
+// staged file remains. Errors: Invalid, TooLarge, Conflict.
+func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, err error) {
+	u := upload{seen: map[string]bool{}}
+	defer func() {
+		if err != nil && u.staged != "" {
+			if derr := s.files.Discard(context.WithoutCancel(ctx), u.staged); derr != nil {
+				s.log.Error("discard staged upload", "err", derr)
+			}
+		}
+	}()
+	if err := s.readForm(ctx, form, &u); err != nil {
+		return model.Release{}, err
+	}
+	switch {
+	case !u.seen["appVersion"]:
+		return model.Release{}, model.Errorf(model.Invalid, "The field appVersion is required.")
+	case u.staged == "":
+		return model.Release{}, model.Errorf(model.Invalid, "The file field tmpFile is required.")
+	case u.size == 0:
+		return model.Release{}, model.Errorf(model.Invalid, "The uploaded file is empty.")
+	}
+	existing, err := s.store.List(ctx)
+	if err != nil {
+		return model.Release{}, err
+	}
+	for _, r := range existing {
+		if r.TargetABI == u.abi && r.Version.Compare(u.version) == 0 {
+			return model.Release{}, model.Errorf(model.Conflict, "Version %s already exists as %s.", u.version, r.Version)
+		}
+	}
+	name := s.safeName(u.fileName)
+	rel = model.Release{
+		Version:   u.version,
+		TargetABI: u.abi,
+		Name:      name,
+		Notes:     u.notes,
+		Size:      u.size,
+		SizeText:  model.FormatSize(u.size),
+		MD5:       u.md5,
+		SHA256:    u.sha256,
+		Skipped:   !u.version.Mandatory(),
+		FilePath:  s.keyOf(u.version.String(), u.abi, name),
+	}
+	published := false
+	err = s.store.Create(ctx, &rel, s.publicURL+"/"+rel.FilePath, func() error {
+		if err := s.files.Publish(ctx, u.staged, rel.FilePath); err != nil {
+			return err
+		}
+		published = true
+		return nil
+	})
+	if err != nil {
+		if published {
+			// The file is in place but the row did not commit.
+			if rerr := s.files.Remove(context.WithoutCancel(ctx), rel.FilePath); rerr != nil {
+				s.log.Error("remove file of failed upload", "key", rel.FilePath, "err", rerr)
+			}
+		}
+		return model.Release{}, err
+	}
+	u.staged = ""
+	return rel, nil
+}
+
+// readForm reads every part of form into u, staging the file.
+func (s *Releases) readForm(ctx context.Context, form Form, u *upload) error {
+	for {
+		p, err := form.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if u.seen[p.Field] {
+			return model.Errorf(model.Invalid, "The field %s appears more than once.", p.Field)
+		}
+		switch p.Field {
+		case "appVersion", "appNotes", "targetABI":
+			u.seen[p.Field] = true
+			value, err := readField(p)
+			if err != nil {
+				return err
+			}
+			switch p.Field {
+			case "appVersion":
+				if u.version, err = model.ParseVersion(strings.TrimSpace(value)); err != nil {
+					return model.Errorf(model.Invalid, "appVersion: %s", model.ErrorMessage(err))
+				}
+			case "appNotes":
+				u.notes = value
+			case "targetABI":
+				u.abi = strings.TrimSpace(value)
+				if !model.ValidABI(u.abi) {
+					return model.Errorf(model.Invalid, "targetABI must be empty or one of arm, arm64, x86, x86_64.")
+				}
+			}
+		case "tmpFile":
+			u.seen[p.Field] = true
+			if err := s.stage(ctx, p, u); err != nil {
+				return err
+			}
+		default:
+			// Unknown fields are drained and ignored, within the body limit.
+			if _, err := io.Copy(io.Discard, p.Body); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// stage streams the file part to staging, hashing it on the way.
+func (s *Releases) stage(ctx context.Context, p Part, u *upload) error {
+	md5h, sha := md5.New(), sha256.New()
+	body := io.TeeReader(&limitedReader{r: p.Body, limit: s.maxUpload}, io.MultiWriter(md5h, sha))
+	staged, size, err := s.files.Stage(ctx, body)
+	if err != nil {
+		return err
+	}
+	u.staged, u.size, u.fileName = staged, size, p.FileName
+	u.md5, u.sha256 = hex.EncodeToString(md5h.Sum(nil)), hex.EncodeToString(sha.Sum(nil))
+	return nil
+}
+
+func readField(p Part) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(p.Body, maxFieldBytes+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxFieldBytes {
+		return "", model.Errorf(model.Invalid, "The field %s is longer than %d bytes.", p.Field, maxFieldBytes)
+	}
+	if !utf8.Valid(b) {
+		return "", model.Errorf(model.Invalid, "The field %s must be UTF-8 text.", p.Field)
+	}
+	return string(b), nil
+}
+
+// limitedReader fails with TooLarge once more than limit bytes are read.
+type limitedReader struct {
+	r     io.Reader
+	limit int64
+	read  int64
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if room := l.limit - l.read + 1; int64(len(p)) > room {
+		p = p[:room]
+	}
+	n, err := l.r.Read(p)
+	l.read += int64(n)
+	if l.read > l.limit {
+		return 0, model.Errorf(model.TooLarge, "The file is larger than the limit of %d bytes.", l.limit)
+	}
+	return n, err
+}

@@ -1,0 +1,326 @@
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/alexedwards/argon2id"
+	lru "github.com/hashicorp/golang-lru/v2/expirable"
+
+	"github.com/wemesse/server/internal/model"
+)
+
+// SignatureStore keeps credentials.
+type SignatureStore interface {
+	// List returns every signature ordered by id.
+	List(ctx context.Context) ([]model.Signature, error)
+	// Create stores a signature with the given hash and role.
+	Create(ctx context.Context, hash, role string) (model.Signature, error)
+	// CreateIfEmpty stores a signature made by hash only when there is none.
+	CreateIfEmpty(ctx context.Context, role string, hash func() (string, error)) (bool, error)
+	// SetHash replaces a signature's hash.
+	SetHash(ctx context.Context, id int64, hash string) error
+	// Touch records a signature's use; NotFound is not reported.
+	Touch(ctx context.Context, id int64, t time.Time) error
+	// Delete removes a signature; NotFound when absent.
+	Delete(ctx context.Context, id int64) error
+}
+
+// Argon2Limits bound the parameters of any hash the server will run, its
+// own or one found in the database.
+type Argon2Limits struct {
+	Memory      uint32 // KiB
+	Iterations  uint32
+	Parallelism uint8
+}
+
+// SignaturesConfig tunes Signatures.
+type SignaturesConfig struct {
+	Params      argon2id.Params // for new hashes
+	Limits      Argon2Limits    // for every hash
+	Concurrency int             // Argon2 verifications at once
+	Wait        time.Duration   // longest wait for a verification slot
+	CacheSize   int             // entries in each of the verified and failed caches
+	CacheTTL    time.Duration
+	Refresh     time.Duration // how often the table is re-read
+}
+
+// Signatures checks secrets against the Argon2id hashes in the store.
+//
+// Argon2id costs tens of milliseconds and megabytes per check, so a secret
+// that verified is remembered (by its SHA-256, never in clear) with the id of
+// its row, and a secret that failed is remembered too. The rows are re-read
+// every Refresh, so a revoked row stops authenticating everywhere within
+// that time. At most Concurrency checks hash at once.
+type Signatures struct {
+	store  SignatureStore
+	cfg    SignaturesConfig
+	log    *slog.Logger
+	slots  chan struct{}
+	rows   atomic.Pointer[map[int64]model.Signature]
+	ok     *lru.LRU[[32]byte, int64]
+	failed *lru.LRU[[32]byte, struct{}]
+
+	mu      sync.Mutex
+	refused map[int64]bool      // rows already logged as refused
+	touched map[int64]time.Time // when each row's last use was written
+}
+
+// NewSignatures returns a Signatures. Call Load before serving and Run to
+// keep it current.
+func NewSignatures(store SignatureStore, cfg SignaturesConfig, log *slog.Logger) *Signatures {
+	s := &Signatures{
+		store:   store,
+		cfg:     cfg,
+		log:     log,
+		slots:   make(chan struct{}, max(cfg.Concurrency, 1)),
+		ok:      lru.NewLRU[[32]byte, int64](max(cfg.CacheSize, 1), nil, cfg.CacheTTL),
+		failed:  lru.NewLRU[[32]byte, struct{}](max(cfg.CacheSize, 1), nil, cfg.CacheTTL),
+		refused: map[int64]bool{},
+		touched: map[int64]time.Time{},
+	}
+	s.rows.Store(&map[int64]model.Signature{})
+	return s
+}
+
+// Authenticate returns the signature that secret matches. A missing, wrong
+// or revoked secret all get the same Unauthorized; Unavailable when the
+// server is too busy hashing to check in time.
+func (s *Signatures) Authenticate(ctx context.Context, secret string) (model.Signature, error) {
+	key := sha256.Sum256([]byte(secret))
+	rows := *s.rows.Load()
+	if id, ok := s.ok.Get(key); ok {
+		if sig, ok := rows[id]; ok {
+			s.touch(ctx, id)
+			return sig, nil
+		}
+		s.ok.Remove(key) // revoked
+	}
+	if s.failed.Contains(key) {
+		return model.Signature{}, errUnauthorized
+	}
+	ids := make([]int64, 0, len(rows))
+	for id := range rows {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		match, err := s.verify(ctx, secret, rows[id].Hash)
+		if err != nil {
+			return model.Signature{}, err
+		}
+		if match {
+			s.ok.Add(key, id)
+			s.touch(ctx, id)
+			return rows[id], nil
+		}
+	}
+	s.failed.Add(key, struct{}{})
+	return model.Signature{}, errUnauthorized
+}
+
+var errUnauthorized = model.Errorf(model.Unauthorized, "A valid signature header is required.")
+
+// verify runs one Argon2id comparison in a bounded slot.
+func (s *Signatures) verify(ctx context.Context, secret, hash string) (bool, error) {
+	timer := time.NewTimer(s.cfg.Wait)
+	defer timer.Stop()
+	select {
+	case s.slots <- struct{}{}:
+	case <-timer.C:
+		return false, model.Errorf(model.Unavailable, "The server is busy checking signatures; retry shortly.")
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-s.slots }()
+	match, err := argon2id.ComparePasswordAndHash(secret, hash)
+	if err != nil {
+		return false, nil // Load already refused malformed hashes
+	}
+	return match, nil
+}
+
+// touch records a row's use, at most once a minute per row, off the
+// request's path.
+func (s *Signatures) touch(ctx context.Context, id int64) {
+	now := time.Now().UTC()
+	s.mu.Lock()
+	if now.Sub(s.touched[id]) < time.Minute {
+		s.mu.Unlock()
+		return
+	}
+	s.touched[id] = now
+	s.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := s.store.Touch(ctx, id, now); err != nil {
+			s.log.Warn("record signature use", "id", id, "err", err)
+		}
+	}()
+}
+
+// Load re-reads the signatures. Rows whose hash is malformed or whose
+// parameters exceed the limits are refused, with an error logged once.
+func (s *Signatures) Load(ctx context.Context) error {
+	all, err := s.store.List(ctx)
+	if err != nil {
+		return err
+	}
+	rows := make(map[int64]model.Signature, len(all))
+	for _, sig := range all {
+		if err := s.usable(sig.Hash); err != nil {
+			s.mu.Lock()
+			if !s.refused[sig.ID] {
+				s.refused[sig.ID] = true
+				s.log.Error("signature refused: it will not authenticate", "id", sig.ID, "reason", err)
+			}
+			s.mu.Unlock()
+			continue
+		}
+		rows[sig.ID] = sig
+	}
+	old := s.rows.Swap(&rows)
+	for id := range rows {
+		if _, ok := (*old)[id]; !ok {
+			// A new row may match a secret that failed before it existed.
+			s.failed.Purge()
+			break
+		}
+	}
+	return nil
+}
+
+// usable checks that hash is an Argon2id hash within the limits.
+func (s *Signatures) usable(hash string) error {
+	p, salt, key, err := argon2id.DecodeHash(hash)
+	if err != nil {
+		return fmt.Errorf("not an Argon2id hash")
+	}
+	l := s.cfg.Limits
+	if p.Memory > l.Memory || p.Iterations > l.Iterations || p.Parallelism > l.Parallelism || p.Iterations == 0 || p.Parallelism == 0 || len(salt) > 64 || len(key) > 64 || len(key) < 16 {
+		return fmt.Errorf("parameters m=%d t=%d p=%d exceed the limits m=%d t=%d p=%d", p.Memory, p.Iterations, p.Parallelism, l.Memory, l.Iterations, l.Parallelism)
+	}
+	return nil
+}
+
+// Run re-reads the signatures every Refresh until ctx ends.
+func (s *Signatures) Run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.Load(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("reload signatures", "err", err)
+			}
+		}
+	}
+}
+
+// Create makes a new secret for role, stores its hash and returns the
+// secret, which is never stored or shown again.
+func (s *Signatures) Create(ctx context.Context, role string) (string, model.Signature, error) {
+	if role != model.RoleAdmin && role != model.RoleClient {
+		return "", model.Signature{}, model.Errorf(model.Invalid, "Role must be admin or client.")
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return "", model.Signature{}, err
+	}
+	hash, err := s.hash(secret)
+	if err != nil {
+		return "", model.Signature{}, err
+	}
+	sig, err := s.store.Create(ctx, hash, role)
+	if err != nil {
+		return "", model.Signature{}, err
+	}
+	return secret, sig, s.Load(ctx)
+}
+
+// Bootstrap makes sure a signature exists. On an empty table it stores the
+// hash of secret, or of a new random secret when secret is empty, as an
+// admin signature. generated is that random secret, to be shown once; it is
+// empty when nothing was generated.
+func (s *Signatures) Bootstrap(ctx context.Context, secret string) (generated string, err error) {
+	if secret == "" {
+		if generated, err = newSecret(); err != nil {
+			return "", err
+		}
+		secret = generated
+	}
+	created, err := s.store.CreateIfEmpty(ctx, model.RoleAdmin, func() (string, error) { return s.hash(secret) })
+	if err != nil || !created {
+		return "", err
+	}
+	return generated, nil
+}
+
+// UpgradePlaintext hashes, in place, every stored signature that the earlier
+// server kept in plain text, so that the secrets inside shipped apps keep
+// working. It returns how many it hashed.
+func (s *Signatures) UpgradePlaintext(ctx context.Context) (int, error) {
+	all, err := s.store.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, sig := range all {
+		if strings.HasPrefix(sig.Hash, "$argon2id$") {
+			continue
+		}
+		hash, err := s.hash(sig.Hash)
+		if err != nil {
+			return n, err
+		}
+		if err := s.store.SetHash(ctx, sig.ID, hash); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// List returns every stored signature.
+func (s *Signatures) List(ctx context.Context) ([]model.Signature, error) {
+	return s.store.List(ctx)
+}
+
+// Revoke deletes signature id; it stops authenticating on this server at
+// once and on others at their next refresh. NotFound when absent.
+func (s *Signatures) Revoke(ctx context.Context, id int64) error {
+	if err := s.store.Delete(ctx, id); err != nil {
+		return err
+	}
+	return s.Load(ctx)
+}
+
+func (s *Signatures) hash(secret string) (string, error) {
+	p := s.cfg.Params
+	h, err := argon2id.CreateHash(secret, &p)
+	if err != nil {
+		return "", fmt.Errorf("signatures: hash: %w", err)
+	}
+	return h, nil
+}
+
+// newSecret returns 32 random bytes, base64url-encoded.
+func newSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("signatures: random: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}

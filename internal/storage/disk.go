@@ -1,0 +1,251 @@
+// Package storage keeps build files. Disk stores them under one directory on
+// local disk; staged files live in a hidden subdirectory until published, so
+// a download never sees a partial file.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/wemesse/server/internal/model"
+)
+
+// stagingDir holds files being received. Its leading dot keeps it out of
+// every key, hence out of downloads.
+const stagingDir = ".staging"
+
+// Disk stores files under a root directory.
+type Disk struct{ root string }
+
+// NewDisk returns a Disk rooted at dir, creating it if needed.
+func NewDisk(dir string) (*Disk, error) {
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, stagingDir), 0o750); err != nil {
+		return nil, fmt.Errorf("storage: create %s: %w", root, err)
+	}
+	return &Disk{root: root}, nil
+}
+
+// Stage streams r into a new staged file, synced to disk, and returns its
+// id. On error nothing remains.
+func (d *Disk) Stage(ctx context.Context, r io.Reader) (staged string, size int64, err error) {
+	f, err := os.CreateTemp(filepath.Join(d.root, stagingDir), "upload-*")
+	if err != nil {
+		return "", 0, fmt.Errorf("storage: stage: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	size, err = io.Copy(f, contextReader{ctx, r})
+	if err != nil {
+		return "", 0, err
+	}
+	if err := f.Sync(); err != nil {
+		return "", 0, fmt.Errorf("storage: stage: sync: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", 0, fmt.Errorf("storage: stage: close: %w", err)
+	}
+	return filepath.Base(f.Name()), size, nil
+}
+
+// Publish moves a staged file to key atomically, replacing any file there.
+func (d *Disk) Publish(ctx context.Context, staged, key string) error {
+	src, err := d.stagedPath(staged)
+	if err != nil {
+		return err
+	}
+	dst, err := d.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return fmt.Errorf("storage: publish: %w", err)
+	}
+	if err := os.Rename(src, dst); err != nil {
+		return fmt.Errorf("storage: publish: %w", err)
+	}
+	return syncDir(filepath.Dir(dst))
+}
+
+// Discard removes a staged file. A missing one is not an error.
+func (d *Disk) Discard(ctx context.Context, staged string) error {
+	p, err := d.stagedPath(staged)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("storage: discard: %w", err)
+	}
+	return nil
+}
+
+// Remove deletes the file at key, and its directory if that becomes empty.
+// A missing file is not an error.
+func (d *Disk) Remove(ctx context.Context, key string) error {
+	p, err := d.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("storage: remove: %w", err)
+	}
+	os.Remove(filepath.Dir(p)) // fails, harmlessly, unless empty
+	return nil
+}
+
+// Open opens the file at key for reading. It returns NotFound when there is
+// no such file.
+func (d *Disk) Open(ctx context.Context, key string) (io.ReadSeekCloser, fs.FileInfo, error) {
+	p, err := d.path(key)
+	if err != nil {
+		return nil, nil, model.Errorf(model.NotFound, "The file does not exist.")
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, nil, model.Errorf(model.NotFound, "The file does not exist.")
+	}
+	info, err := f.Stat()
+	if err != nil || !info.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, model.Errorf(model.NotFound, "The file does not exist.")
+	}
+	return f, info, nil
+}
+
+// CleanStaging removes staged files that a crash left behind and returns how
+// many it removed. Call it at start, before serving.
+func (d *Disk) CleanStaging() (int, error) {
+	dir := filepath.Join(d.root, stagingDir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("storage: clean staging: %w", err)
+	}
+	n := 0
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return n, fmt.Errorf("storage: clean staging: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// path resolves a key, a slash-separated relative path whose segments are
+// neither empty, "." nor "..", nor start with a dot; anything else could
+// reach outside the root or into staging.
+func (d *Disk) path(key string) (string, error) {
+	if !ValidKey(key) {
+		return "", model.Errorf(model.Invalid, "Invalid file path %q.", key)
+	}
+	return filepath.Join(d.root, filepath.FromSlash(key)), nil
+}
+
+func (d *Disk) stagedPath(staged string) (string, error) {
+	if staged == "" || staged != filepath.Base(staged) || strings.HasPrefix(staged, ".") {
+		return "", fmt.Errorf("storage: invalid staged id %q", staged)
+	}
+	return filepath.Join(d.root, stagingDir, staged), nil
+}
+
+// ValidKey reports whether key is a safe relative file path for storage.
+func ValidKey(key string) bool {
+	if key == "" || len(key) > 1024 || !fs.ValidPath(key) || strings.ContainsRune(key, '\\') {
+		return false
+	}
+	for _, seg := range strings.Split(key, "/") {
+		if strings.HasPrefix(seg, ".") {
+			return false
+		}
+	}
+	return true
+}
+
+// Key returns the storage key of a release's file: <version>/<name>, or
+// <abi>/<version>/<name> for an ABI build as the earlier server laid them.
+func Key(version, abi, name string) string {
+	if abi == "" {
+		return path.Join(version, name)
+	}
+	return path.Join(abi, version, name)
+}
+
+// MaxNameLen bounds a stored file name, in bytes.
+const MaxNameLen = 128
+
+// FallbackName is the stored name of an upload whose own name has nothing
+// safe left in it.
+const FallbackName = "build.apk"
+
+// SafeName reduces an uploaded file name to a safe base name: no directory
+// survives, only letters, digits, '.', '-' and '_' remain (anything else
+// becomes '_'), it never starts with a dot, and it is at most MaxNameLen
+// bytes. A name with nothing left becomes FallbackName.
+func SafeName(name string) string {
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	var b strings.Builder
+	for _, r := range name {
+		switch {
+		case r == utf8.RuneError:
+			continue
+		case unicode.IsLetter(r) || unicode.IsDigit(r) || r == '.' || r == '-' || r == '_':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	s := strings.TrimLeft(b.String(), "._")
+	for len(s) > MaxNameLen {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	if strings.Trim(s, "._-") == "" {
+		return FallbackName
+	}
+	return s
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("storage: sync %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("storage: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// contextReader fails reads once ctx is done, so a cancelled request stops
+// a long copy.
+type contextReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c contextReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
