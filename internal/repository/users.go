@@ -24,49 +24,63 @@ func NewUsers(db *gorm.DB) *Users { return &Users{db: db} }
 func (r *Users) Upsert(ctx context.Context, u model.User, abi string) (model.User, error) {
 	row := fromUser(u)
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		fields := map[string]any{
+			"app_locale": row.AppLocale, "app_version": row.AppVersion, "device_locale": row.DeviceLocale,
+			"device_model": row.DeviceModel, "device_sdk": row.DeviceSDK, "session_activity": row.SessionActivity,
+			"session_register": row.SessionRegister, "tg_version": row.TgVersion, "target_abi": row.TargetABI,
+		}
+		// update writes the device's row where cond holds and reports
+		// whether it did. Conditions are re-checked under the row lock, so
+		// of two concurrent reports of one new version only one matches.
+		update := func(cond string, args ...any) (bool, error) {
+			var got []userRow
+			res := tx.Model(&got).Clauses(clause.Returning{Columns: []clause.Column{{Name: "id"}}}).
+				Where("session_id = ? AND device_mac = ?", row.SessionID, row.DeviceMac).Where(cond, args...).Updates(fields)
+			if res.Error != nil || len(got) == 0 {
+				return false, res.Error
+			}
+			row.ID = got[0].ID
+			return true, nil
+		}
+		versionChanged := func() (bool, error) { return update("COALESCE(app_version, '') <> ?", row.AppVersion) }
+		known := func() (bool, error) { return update("1 = 1") }
+
+		counted, err := versionChanged()
+		if err != nil || counted {
+			return r.count(tx, counted, row.AppVersion, abi, err)
+		}
+		if found, err := known(); err != nil || found {
+			return err
+		}
+		// A new device, unless a concurrent report inserts it first.
 		ins := tx.Clauses(clause.OnConflict{
 			Columns:   []clause.Column{{Name: "session_id"}, {Name: "device_mac"}},
 			DoNothing: true,
 		}).Create(&row)
-		if ins.Error != nil {
-			return ins.Error
+		if ins.Error != nil || ins.RowsAffected == 1 {
+			return r.count(tx, true, row.AppVersion, abi, ins.Error)
 		}
-		counted := ins.RowsAffected == 1
-		if !counted {
-			fields := map[string]any{
-				"app_locale": row.AppLocale, "app_version": row.AppVersion, "device_locale": row.DeviceLocale,
-				"device_model": row.DeviceModel, "device_sdk": row.DeviceSDK, "session_activity": row.SessionActivity,
-				"session_register": row.SessionRegister, "tg_version": row.TgVersion, "target_abi": row.TargetABI,
-			}
-			// The version condition is re-checked under the row lock, so of
-			// two concurrent reports of one new version only one matches.
-			changed := tx.Model(&userRow{}).
-				Where("session_id = ? AND device_mac = ? AND COALESCE(app_version, '') <> ?", row.SessionID, row.DeviceMac, row.AppVersion).
-				Updates(fields)
-			if changed.Error != nil {
-				return changed.Error
-			}
-			counted = changed.RowsAffected > 0
-			if !counted {
-				if err := tx.Model(&userRow{}).Where("session_id = ? AND device_mac = ?", row.SessionID, row.DeviceMac).Updates(fields).Error; err != nil {
-					return err
-				}
-			}
-			if err := tx.Where("session_id = ? AND device_mac = ?", row.SessionID, row.DeviceMac).Take(&row).Error; err != nil {
-				return err
-			}
+		if counted, err = versionChanged(); err != nil || counted {
+			return r.count(tx, counted, row.AppVersion, abi, err)
 		}
-		if !counted {
-			return nil
-		}
-		return tx.Exec(`UPDATE apps SET uploads = COALESCE(uploads, 0) + 1 WHERE id = (
-			SELECT id FROM apps WHERE app_version = ? AND target_abi IN (?, '')
-			ORDER BY CASE WHEN target_abi = '' THEN 1 ELSE 0 END LIMIT 1)`, row.AppVersion, abi).Error
+		_, err = known()
+		return err
 	})
 	if err != nil {
 		return model.User{}, translate(err, "device session")
 	}
 	return toUser(row), nil
+}
+
+// count adds one to the uploads of the release of version for abi, else of
+// the universal one, when counted and err is nil.
+func (r *Users) count(tx *gorm.DB, counted bool, version, abi string, err error) error {
+	if err != nil || !counted {
+		return err
+	}
+	return tx.Exec(`UPDATE apps SET uploads = COALESCE(uploads, 0) + 1 WHERE id = (
+		SELECT id FROM apps WHERE app_version = ? AND target_abi IN (?, '')
+		ORDER BY CASE WHEN target_abi = '' THEN 1 ELSE 0 END LIMIT 1)`, version, abi).Error
 }
 
 // Each calls fn for every user in id order, streaming rows from a cursor so
