@@ -77,20 +77,12 @@ func newAuth(sigs *service.Signatures, failuresPerMinute int, log *slog.Logger) 
 func (a *authenticator) require(role string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ip := clientIP(r)
-			// OnLimit counts failures up to the limit, so reaching it is the signal.
-			if _, rate, _ := a.failures.Status(ip); rate >= float64(a.maxFailures) {
-				w.Header().Set("Retry-After", "60")
-				writeError(w, http.StatusTooManyRequests, "Too many failed signature checks from this address; retry later.")
-				return
+			secret := secretOf(r)
+			sig, ok := a.sigs.Cached(r.Context(), secret)
+			if !ok {
+				sig, ok = a.authenticate(w, r, secret)
 			}
-			sig, err := a.sigs.Authenticate(r.Context(), secretOf(r))
-			if err != nil {
-				if model.ErrorCode(err) == model.Unauthorized {
-					a.failures.OnLimit(discardHeaders{}, r, ip) // counts the failure
-					w.Header().Set("WWW-Authenticate", `Bearer realm="wemesse"`)
-				}
-				fail(w, r, a.log, err)
+			if !ok {
 				return
 			}
 			if sig.Role != model.RoleAdmin && sig.Role != role {
@@ -100,6 +92,31 @@ func (a *authenticator) require(role string) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// authenticate runs the full check for a secret that is not cached,
+// writing the error response itself when it fails. A client IP with too many
+// recent failures is refused before any hashing; a secret that is cached
+// passes even from such an address, so an attacker sharing a NAT with real
+// clients does not lock them out.
+func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, secret string) (model.Signature, bool) {
+	ip := clientIP(r)
+	// OnLimit counts failures up to the limit, so reaching it is the signal.
+	if _, rate, _ := a.failures.Status(ip); rate >= float64(a.maxFailures) {
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusTooManyRequests, "Too many failed signature checks from this address; retry later.")
+		return model.Signature{}, false
+	}
+	sig, err := a.sigs.Authenticate(r.Context(), secret)
+	if err != nil {
+		if model.ErrorCode(err) == model.Unauthorized {
+			a.failures.OnLimit(discardHeaders{}, r, ip) // counts the failure
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wemesse"`)
+		}
+		fail(w, r, a.log, err)
+		return model.Signature{}, false
+	}
+	return sig, true
 }
 
 // maxSecretLen bounds the secret read from a request; a longer one is
