@@ -96,6 +96,18 @@ func upgradeLegacy(tx *gorm.DB) error {
 		if err := tx.Exec("UPDATE apps SET target_abi = '' WHERE target_abi IS NULL").Error; err != nil {
 			return err
 		}
+		if !m.HasIndex(&appRow{}, "idx_apps_version_abi") {
+			// Two builds of one version and ABI cannot be told apart, and
+			// which to drop is for a person to decide.
+			var dups []string
+			if err := tx.Raw(`SELECT app_version || ' ' || target_abi FROM apps
+				GROUP BY app_version, target_abi HAVING COUNT(*) > 1 ORDER BY 1 LIMIT 5`).Scan(&dups).Error; err != nil {
+				return err
+			}
+			if len(dups) > 0 {
+				return fmt.Errorf("apps holds several rows for one (app_version, target_abi), for example %q; delete the unwanted rows, then start again", dups)
+			}
+		}
 	}
 	if !m.HasTable("users") || m.HasIndex(&userRow{}, "idx_users_session_device") {
 		return nil
@@ -104,9 +116,12 @@ func upgradeLegacy(tx *gorm.DB) error {
 		return err
 	}
 	// Keep the smallest id of each device; give it the fields of the row
-	// with the most recent session_activity, then drop the others.
+	// with the most recent session_activity, then drop the others. A NULL
+	// session_activity is the oldest (PostgreSQL would sort it first in
+	// DESC order).
 	const ranked = `SELECT id, MIN(id) OVER w AS keep_id, COUNT(*) OVER w AS n,
-		ROW_NUMBER() OVER (PARTITION BY session_id, device_mac ORDER BY session_activity DESC, id DESC) AS rn
+		ROW_NUMBER() OVER (PARTITION BY session_id, device_mac
+			ORDER BY (session_activity IS NULL), session_activity DESC, id DESC) AS rn
 		FROM users WHERE session_id IS NOT NULL WINDOW w AS (PARTITION BY session_id, device_mac)`
 	merge := `UPDATE users SET app_locale = l.app_locale, app_version = l.app_version, device_locale = l.device_locale,
 		device_model = l.device_model, device_sdk = l.device_sdk, session_activity = l.session_activity,

@@ -96,6 +96,11 @@ func NewSignatures(store SignatureStore, cfg SignaturesConfig, log *slog.Logger)
 // or revoked secret all get the same Unauthorized; Unavailable when the
 // server is too busy hashing to check in time.
 func (s *Signatures) Authenticate(ctx context.Context, secret string) (model.Signature, error) {
+	if secret == "" {
+		// The caller knows it sent nothing, so answering at once reveals
+		// nothing; and no stored hash of "" may ever let it in.
+		return model.Signature{}, errUnauthorized
+	}
 	if sig, ok := s.Cached(ctx, secret); ok {
 		return sig, nil
 	}
@@ -292,6 +297,11 @@ func (s *Signatures) UpgradePlaintext(ctx context.Context) (int, error) {
 	n := 0
 	for _, sig := range all {
 		if strings.HasPrefix(sig.Hash, "$argon2id$") {
+			continue
+		}
+		if strings.TrimSpace(sig.Hash) == "" {
+			// An empty secret would admit requests that send none; Load
+			// refuses the row and logs it.
 			continue
 		}
 		hash, err := s.hash(sig.Hash)
