@@ -8,12 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -209,7 +207,7 @@ func testLegacyUpgrade(t *testing.T, dsn string) {
 	t.Cleanup(func() { repository.Close(db) })
 
 	// First start: the upgrade.
-	srv := startLegacyServer(t, dsn, uploads)
+	srv := startServer(t, map[string]string{"WEMESSE_DATABASE_URL": dsn, "WEMESSE_UPLOAD_DIR": uploads})
 	fresh := snapshot(t, db)
 	checkLegacyRows(t, db, legacyActivity)
 	checkLegacyAPI(t, srv.base)
@@ -217,7 +215,7 @@ func testLegacyUpgrade(t *testing.T, dsn string) {
 
 	// Second start: nothing changes.
 	before := snapshot(t, db)
-	srv = startLegacyServer(t, dsn, uploads)
+	srv = startServer(t, map[string]string{"WEMESSE_DATABASE_URL": dsn, "WEMESSE_UPLOAD_DIR": uploads})
 	after := snapshot(t, db)
 	compareSnapshots(t, "the second start", before, after)
 	checkLegacyRows(t, db, reportedActivity) // as after the first start and the report
@@ -523,97 +521,4 @@ func compareSnapshots(t *testing.T, what string, before, after map[string][]stri
 			t.Errorf("%s changed %s:\nbefore:\n%s\nafter:\n%s", what, table, strings.Join(b, "\n"), strings.Join(a, "\n"))
 		}
 	}
-}
-
-// legacyServer is the real server running in this process.
-type legacyServer struct {
-	base   string // http://127.0.0.1:PORT
-	cancel context.CancelFunc
-	done   chan error
-	log    *syncBuffer
-}
-
-// startLegacyServer runs `wemesse serve` on dsn and uploads and waits until
-// it answers /healthz.
-func startLegacyServer(t *testing.T, dsn, uploads string) *legacyServer {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	env := map[string]string{
-		"WEMESSE_ADDR":          addr,
-		"WEMESSE_DATABASE_URL":  dsn,
-		"WEMESSE_UPLOAD_DIR":    uploads,
-		"WEMESSE_PUBLIC_URL":    "http://" + addr + "/uploads",
-		"WEMESSE_ARGON2_MEMORY": "1024",
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &legacyServer{base: "http://" + addr, cancel: cancel, done: make(chan error, 1), log: &syncBuffer{}}
-	go func() {
-		s.done <- run(ctx, []string{"serve"}, func(k string) string { return env[k] }, io.Discard, s.log)
-	}()
-	t.Cleanup(func() {
-		s.cancel()
-		<-s.done // already received by stop unless the test failed early
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.log.String())
-		}
-	})
-
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case err := <-s.done:
-			s.done <- err
-			t.Fatalf("the server stopped while starting: %v\nlog:\n%s", err, s.log.String())
-		default:
-		}
-		resp, err := http.Get(s.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server did not answer /healthz within 60s\nlog:\n%s", s.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop cancels the server and checks that it stopped cleanly.
-func (s *legacyServer) stop(t *testing.T) {
-	t.Helper()
-	s.cancel()
-	select {
-	case err := <-s.done:
-		s.done <- err // for the cleanup
-		if err != nil {
-			t.Fatalf("run returned %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the server did not stop within 60s")
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's log writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
