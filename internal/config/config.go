@@ -83,7 +83,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Argon2: Argon2{
 			Memory:      uint32(p.int64("WEMESSE_ARGON2_MEMORY", 64*1024, 8, MaxArgon2Memory)),
 			Iterations:  uint32(p.int64("WEMESSE_ARGON2_ITERATIONS", 1, 1, MaxArgon2Iterations)),
-			Parallelism: uint8(p.int64("WEMESSE_ARGON2_PARALLELISM", int64(runtime.NumCPU()), 1, MaxArgon2Parallel)),
+			Parallelism: uint8(p.int64("WEMESSE_ARGON2_PARALLELISM", int64(min(runtime.NumCPU(), MaxArgon2Parallel)), 1, MaxArgon2Parallel)),
 		},
 		Argon2Concurrency:  int(p.int64("WEMESSE_ARGON2_CONCURRENCY", int64(runtime.NumCPU()), 1, 256)),
 		Argon2Wait:         p.duration("WEMESSE_ARGON2_WAIT", 2*time.Second),
