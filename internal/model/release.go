@@ -1,6 +1,8 @@
 package model
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"time"
 )
@@ -18,19 +20,49 @@ type Release struct {
 	SHA256    string // hex; empty for legacy rows
 	Skipped   bool   // false: the client must install it
 	Uploads   int64  // devices that reported this version
+	Downloads int64  // completed downloads of the file
+	Rollout   int    // percent of devices that are offered it, 1 to 100
+	Yanked    bool   // never offered again; the file stays downloadable
 	FilePath  string // slash-separated, relative to the storage root
 	CreatedAt time.Time
 }
 
-// NewestFor picks the release a client on version current with the given ABI
-// should be offered, from releases in any order. It returns the newest
-// release the client can install (a build for its ABI or a universal one; an
-// ABI build wins a tie) and whether the client must update, which it must when
-// any mandatory release it could install is newer than current. ok is false
-// when there is no release for the client at all.
-func NewestFor(releases []Release, current Version, abi string) (newest Release, mustUpdate, ok bool) {
+// FullRollout is the rollout of a release offered to every device.
+const FullRollout = 100
+
+// Bucket places a device in one of 100 buckets for a version: the first
+// eight bytes of SHA-256("<device>:<version>"), big-endian, modulo 100. A
+// device sees a release with rollout r iff its bucket is below r, so raising
+// r never hides a release from a device that saw it, and every device's
+// answer can be predicted.
+func Bucket(device string, version Version) int {
+	sum := sha256.Sum256([]byte(device + ":" + version.String()))
+	return int(binary.BigEndian.Uint64(sum[:8]) % 100)
+}
+
+// OfferedTo reports whether the release may be offered to a client with the
+// given ABI and device id (empty when the client sent none): it is not
+// yanked, it is built for that ABI or universal, and the device falls inside
+// its rollout. Without a device id only full rollouts are offered.
+func (r Release) OfferedTo(abi, device string) bool {
+	if r.Yanked || (r.TargetABI != "" && r.TargetABI != abi) {
+		return false
+	}
+	if r.Rollout >= FullRollout || r.Rollout == 0 {
+		return true
+	}
+	return device != "" && Bucket(device, r.Version) < r.Rollout
+}
+
+// NewestFor picks the release a client on version current should be
+// offered, from releases in any order. Only releases offered to the client
+// (see OfferedTo) count. It returns the newest of them (an ABI build wins a
+// tie with a universal one) and whether the client must update, which it
+// must when any mandatory release among them is newer than current. ok is
+// false when no release is offered to the client at all.
+func NewestFor(releases []Release, current Version, abi, device string) (newest Release, mustUpdate, ok bool) {
 	for _, r := range releases {
-		if r.TargetABI != "" && r.TargetABI != abi {
+		if !r.OfferedTo(abi, device) {
 			continue
 		}
 		if !r.Skipped && r.Version.Compare(current) > 0 {

@@ -55,16 +55,16 @@ func TestNewestFor(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, must, ok := NewestFor(releases, mustVersion(t, tt.current), tt.abi)
+			got, must, ok := NewestFor(releases, mustVersion(t, tt.current), tt.abi, "")
 			if !ok || got.ID != tt.wantID || must != tt.mustUpdate {
 				t.Errorf("got (id %d, must %v, ok %v), want (id %d, must %v)", got.ID, must, ok, tt.wantID, tt.mustUpdate)
 			}
 		})
 	}
-	if _, _, ok := NewestFor(nil, mustVersion(t, "1"), "arm64"); ok {
+	if _, _, ok := NewestFor(nil, mustVersion(t, "1"), "arm64", ""); ok {
 		t.Error("NewestFor(nil) reported a release")
 	}
-	if _, _, ok := NewestFor(releases[4:], mustVersion(t, "1"), "arm64"); ok {
+	if _, _, ok := NewestFor(releases[4:], mustVersion(t, "1"), "arm64", ""); ok {
 		t.Error("an x86-only list offered a release to arm64")
 	}
 }
