@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -247,9 +246,14 @@ func TestRouterErrors(t *testing.T) {
 	wantError(t, resp, body, http.StatusMethodNotAllowed)
 	resp, body = ts.do("DELETE", "/api/v1/users", ts.admin, nil)
 	wantError(t, resp, body, http.StatusMethodNotAllowed)
+	if allow := resp.Header.Get("Allow"); allow != "GET, HEAD, POST" {
+		t.Errorf("Allow = %q, want GET, HEAD, POST", allow)
+	}
+	if resp, _ := ts.do("HEAD", "/healthz", "", nil); resp.StatusCode != 200 {
+		t.Errorf("HEAD /healthz: %d, want 200", resp.StatusCode)
+	}
 	resp, body = ts.do("GET", "/healthz", "", nil)
 	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != `{"status":"ok"}` {
 		t.Errorf("healthz: %d %s", resp.StatusCode, body)
 	}
-	_ = io.EOF
 }

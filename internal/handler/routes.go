@@ -12,7 +12,6 @@ func addRoutes(r chi.Router, d Deps) {
 
 	r.Get("/healthz", handleHealth())
 	r.Get("/uploads/*", handleDownload(d.Releases, d.Log))
-	r.Head("/uploads/*", handleDownload(d.Releases, d.Log))
 
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Get("/updates/{version}", handleUpdateCheck(d.Releases, d.MirrorURL, d.Log))

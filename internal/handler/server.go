@@ -6,6 +6,7 @@ package handler
 import (
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -31,14 +32,35 @@ type Deps struct {
 func NewServer(d Deps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID)
+	r.Use(middleware.GetHead)
 	r.Use(accessLog(d.Log))
 	r.Use(recoverJSON(d.Log))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "No such endpoint: "+r.Method+" "+r.URL.Path+".")
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, "Method "+r.Method+" is not allowed on "+r.URL.Path+".")
+		allowed := allowedMethods(r)
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "Method "+r.Method+" is not allowed on "+r.URL.Path+"; use "+strings.Join(allowed, " or ")+".")
 	})
 	addRoutes(r, d)
 	return r
+}
+
+// allowedMethods lists the methods the router serves for r's path, for the
+// Allow header of a 405.
+func allowedMethods(r *http.Request) []string {
+	rctx := chi.RouteContext(r.Context())
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		// GetHead serves HEAD wherever GET is routed.
+		probe := m
+		if m == http.MethodHead {
+			probe = http.MethodGet
+		}
+		if rctx.Routes.Match(chi.NewRouteContext(), probe, r.URL.Path) {
+			out = append(out, m)
+		}
+	}
+	return out
 }

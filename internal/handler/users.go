@@ -78,18 +78,21 @@ func handleUserReport(users *service.Users, log *slog.Logger) http.HandlerFunc {
 func handleUserList(users *service.Users, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		started := false
-		enc := json.NewEncoder(w)
+		buf := make([]byte, 0, 512)
 		err := users.Each(r.Context(), func(u model.User) error {
-			sep := ","
+			sep := byte(',')
 			if !started {
-				started, sep = true, "["
+				started, sep = true, '['
 				w.Header().Set("Content-Type", "application/json; charset=utf-8")
 				w.WriteHeader(http.StatusOK)
 			}
-			if _, err := w.Write([]byte(sep)); err != nil {
+			b, err := json.Marshal(toUserResponse(u))
+			if err != nil {
 				return err
 			}
-			return enc.Encode(toUserResponse(u))
+			buf = append(append(buf[:0], sep), b...)
+			_, err = w.Write(buf)
+			return err
 		})
 		switch {
 		case err != nil && !started:

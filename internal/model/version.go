@@ -44,6 +44,9 @@ func ParseClientVersion(s string) (Version, string, error) {
 		end++
 	}
 	raw, abi := s[:end], s[end:]
+	if raw == "" {
+		return Version{}, "", Errorf(Invalid, "Version %q does not start with digits; write it like 2267_01.", s)
+	}
 	if abi != "" && !ValidABI(abi) {
 		return Version{}, "", Errorf(Invalid, "Version %q has an unknown ABI suffix; use one of arm, arm64, x86, x86_64.", s)
 	}

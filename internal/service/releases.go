@@ -104,7 +104,7 @@ func (s *Releases) Check(ctx context.Context, clientVersion string) (model.Relea
 	if err != nil {
 		return model.Release{}, err
 	}
-	newest, mustUpdate, ok := model.NewestFor(all, current, abi)
+	newest, mustUpdate, ok := model.NewestFor(all, current, abi, "")
 	if !ok {
 		return model.Release{}, model.Errorf(model.NotFound, "No release exists yet.")
 	}
@@ -166,7 +166,10 @@ func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, er
 	}
 	for _, r := range existing {
 		if r.TargetABI == u.abi && r.Version.Compare(u.version) == 0 {
-			return model.Release{}, model.Errorf(model.Conflict, "Version %s already exists as %s.", u.version, r.Version)
+			if r.Version.String() == u.version.String() {
+				return model.Release{}, model.Errorf(model.Conflict, "Version %s already exists%s; upload a new version.", u.version, abiNote(u.abi))
+			}
+			return model.Release{}, model.Errorf(model.Conflict, "Version %s equals the existing version %s%s; upload a new version.", u.version, r.Version, abiNote(u.abi))
 		}
 	}
 	name := s.safeName(u.fileName)
@@ -294,4 +297,11 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 		return 0, model.Errorf(model.TooLarge, "The file is larger than the limit of %d bytes.", l.limit)
 	}
 	return n, err
+}
+
+func abiNote(abi string) string {
+	if abi == "" {
+		return ""
+	}
+	return " for " + abi
 }
