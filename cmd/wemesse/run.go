@@ -62,6 +62,7 @@ type app struct {
 	releases   *service.Releases
 	users      *service.Users
 	signatures *service.Signatures
+	stats      *service.Stats
 }
 
 // open connects to the database, migrates it and wires the services.
@@ -82,9 +83,11 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error
 	a := &app{db: db, files: files}
 	a.releases = service.NewReleases(repository.NewReleases(db), files, service.ReleasesConfig{
 		PublicURL: cfg.PublicURL, MaxUpload: cfg.MaxUploadBytes, DefaultABI: cfg.DefaultABI,
-		Key: storage.Key, SafeName: storage.SafeName,
+		Refresh: cfg.ReleasesRefresh, Key: storage.Key, SafeName: storage.SafeName,
 	}, log)
-	a.users = service.NewUsers(repository.NewUsers(db), cfg.DefaultABI)
+	users := repository.NewUsers(db)
+	a.users = service.NewUsers(users, cfg.DefaultABI)
+	a.stats = service.NewStats(repository.NewReleases(db), users, cfg.DefaultABI, time.Now)
 	a.signatures = service.NewSignatures(repository.NewSignatures(db), service.SignaturesConfig{
 		Params: argon2id.Params{
 			Memory: cfg.Argon2.Memory, Iterations: cfg.Argon2.Iterations, Parallelism: cfg.Argon2.Parallelism,
@@ -134,12 +137,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	go a.signatures.Run(ctx)
+	if err := a.releases.Load(ctx); err != nil {
+		return err
+	}
+	go a.releases.Run(ctx)
 
 	srv := &http.Server{
 		Addr: cfg.Addr,
 		Handler: handler.NewServer(handler.Deps{
-			Releases: a.releases, Users: a.users, Signatures: a.signatures, Log: log,
-			PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes,
+			Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, Log: log,
+			PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes, UpdateMaxAge: cfg.UpdateMaxAge,
 			AuthFailuresPerMinute: cfg.AuthFailuresPerMin,
 		}),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,

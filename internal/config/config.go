@@ -14,17 +14,19 @@ import (
 
 // Config is the server's effective configuration.
 type Config struct {
-	Addr           string // WEMESSE_ADDR
-	DatabaseURL    string // WEMESSE_DATABASE_URL: postgres:// URL or SQLite path
-	UploadDir      string // WEMESSE_UPLOAD_DIR
-	PublicURL      string // WEMESSE_PUBLIC_URL, without a trailing slash
-	MirrorURL      string // WEMESSE_MIRROR_URL, without a trailing slash
-	MaxUploadBytes int64  // WEMESSE_MAX_UPLOAD_BYTES
-	Signature      string // WEMESSE_SIGNATURE: bootstrap secret; never log it
-	TLSCert        string // WEMESSE_TLS_CERT
-	TLSKey         string // WEMESSE_TLS_KEY
-	DefaultABI     string // WEMESSE_DEFAULT_ABI: the ABI of a client that names none
-	LogLevel       slog.Level
+	Addr            string        // WEMESSE_ADDR
+	DatabaseURL     string        // WEMESSE_DATABASE_URL: postgres:// URL or SQLite path
+	UploadDir       string        // WEMESSE_UPLOAD_DIR
+	PublicURL       string        // WEMESSE_PUBLIC_URL, without a trailing slash
+	MirrorURL       string        // WEMESSE_MIRROR_URL, without a trailing slash
+	MaxUploadBytes  int64         // WEMESSE_MAX_UPLOAD_BYTES
+	Signature       string        // WEMESSE_SIGNATURE: bootstrap secret; never log it
+	TLSCert         string        // WEMESSE_TLS_CERT
+	TLSKey          string        // WEMESSE_TLS_KEY
+	DefaultABI      string        // WEMESSE_DEFAULT_ABI: the ABI of a client that names none
+	UpdateMaxAge    time.Duration // WEMESSE_UPDATE_MAX_AGE (seconds): how long clients may cache an update check
+	ReleasesRefresh time.Duration // WEMESSE_RELEASES_REFRESH: how often releases are re-read into memory
+	LogLevel        slog.Level
 
 	Argon2 Argon2 // parameters for new hashes
 
@@ -64,22 +66,24 @@ var Variables = []string{
 	"WEMESSE_ARGON2_ITERATIONS", "WEMESSE_ARGON2_PARALLELISM", "WEMESSE_ARGON2_CONCURRENCY",
 	"WEMESSE_ARGON2_WAIT", "WEMESSE_AUTH_CACHE_SIZE", "WEMESSE_AUTH_CACHE_TTL", "WEMESSE_AUTH_REFRESH",
 	"WEMESSE_AUTH_FAILURES_PER_MINUTE", "WEMESSE_READ_HEADER_TIMEOUT", "WEMESSE_IDLE_TIMEOUT",
-	"WEMESSE_SHUTDOWN_TIMEOUT",
+	"WEMESSE_SHUTDOWN_TIMEOUT", "WEMESSE_UPDATE_MAX_AGE", "WEMESSE_RELEASES_REFRESH",
 }
 
 // Load reads the configuration through getenv and checks it.
 func Load(getenv func(string) string) (Config, error) {
 	p := parser{getenv: getenv}
 	c := Config{
-		Addr:           p.str("WEMESSE_ADDR", ":9000"),
-		DatabaseURL:    p.str("WEMESSE_DATABASE_URL", "data/wemesse.db"),
-		UploadDir:      p.str("WEMESSE_UPLOAD_DIR", "uploads"),
-		PublicURL:      strings.TrimRight(p.str("WEMESSE_PUBLIC_URL", "http://localhost:9000/uploads"), "/"),
-		MaxUploadBytes: p.int64("WEMESSE_MAX_UPLOAD_BYTES", 1<<30, 1, 1<<50),
-		Signature:      getenv("WEMESSE_SIGNATURE"),
-		TLSCert:        getenv("WEMESSE_TLS_CERT"),
-		TLSKey:         getenv("WEMESSE_TLS_KEY"),
-		DefaultABI:     p.str("WEMESSE_DEFAULT_ABI", "arm64"),
+		Addr:            p.str("WEMESSE_ADDR", ":9000"),
+		DatabaseURL:     p.str("WEMESSE_DATABASE_URL", "data/wemesse.db"),
+		UploadDir:       p.str("WEMESSE_UPLOAD_DIR", "uploads"),
+		PublicURL:       strings.TrimRight(p.str("WEMESSE_PUBLIC_URL", "http://localhost:9000/uploads"), "/"),
+		MaxUploadBytes:  p.int64("WEMESSE_MAX_UPLOAD_BYTES", 1<<30, 1, 1<<50),
+		Signature:       getenv("WEMESSE_SIGNATURE"),
+		TLSCert:         getenv("WEMESSE_TLS_CERT"),
+		TLSKey:          getenv("WEMESSE_TLS_KEY"),
+		DefaultABI:      p.str("WEMESSE_DEFAULT_ABI", "arm64"),
+		UpdateMaxAge:    time.Duration(p.int64("WEMESSE_UPDATE_MAX_AGE", 60, 0, 86400)) * time.Second,
+		ReleasesRefresh: p.duration("WEMESSE_RELEASES_REFRESH", time.Second),
 		Argon2: Argon2{
 			Memory:      uint32(p.int64("WEMESSE_ARGON2_MEMORY", 64*1024, 8, MaxArgon2Memory)),
 			Iterations:  uint32(p.int64("WEMESSE_ARGON2_ITERATIONS", 1, 1, MaxArgon2Iterations)),

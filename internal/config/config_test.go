@@ -20,14 +20,16 @@ func envOf(m map[string]string) func(string) string {
 // defaults is the configuration of an empty environment.
 func defaults() config.Config {
 	return config.Config{
-		Addr:           ":9000",
-		DatabaseURL:    "data/wemesse.db",
-		UploadDir:      "uploads",
-		PublicURL:      "http://localhost:9000/uploads",
-		MirrorURL:      "http://localhost:9000/uploads",
-		MaxUploadBytes: 1 << 30,
-		DefaultABI:     "arm64",
-		LogLevel:       slog.LevelInfo,
+		Addr:            ":9000",
+		DatabaseURL:     "data/wemesse.db",
+		UploadDir:       "uploads",
+		PublicURL:       "http://localhost:9000/uploads",
+		MirrorURL:       "http://localhost:9000/uploads",
+		MaxUploadBytes:  1 << 30,
+		DefaultABI:      "arm64",
+		UpdateMaxAge:    time.Minute,
+		ReleasesRefresh: time.Second,
+		LogLevel:        slog.LevelInfo,
 		Argon2: config.Argon2{
 			Memory:      64 * 1024,
 			Iterations:  1,

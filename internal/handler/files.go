@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"mime"
@@ -8,12 +9,15 @@ import (
 	"path"
 	"strings"
 
+	"github.com/go-chi/chi/v5/middleware"
+
 	"github.com/wemesse/server/internal/service"
 )
 
 // handleDownload serves GET and HEAD /uploads/{path}: a stored build, with
 // Range, ETag and If-None-Match handled by http.ServeContent so that a
-// phone on a bad network can resume.
+// phone on a bad network can resume. A download counts once its last byte
+// is written: a full GET, or a range that ends the file.
 func handleDownload(releases *service.Releases, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key := strings.TrimPrefix(r.URL.Path, "/uploads/")
@@ -35,8 +39,58 @@ func handleDownload(releases *service.Releases, log *slog.Logger) http.HandlerFu
 		w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
 		// Published files never change in place, so size and time identify them.
 		w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, info.Size(), info.ModTime().UnixNano()))
-		http.ServeContent(w, r, name, info.ModTime(), f)
+		cw := &countingWriter{ResponseWriter: w}
+		http.ServeContent(cw, r, name, info.ModTime(), f)
+		if r.Method == http.MethodGet && cw.deliveredEnd(info.Size()) {
+			if err := releases.CountDownload(context.WithoutCancel(r.Context()), key); err != nil {
+				log.WarnContext(r.Context(), "count download", "request_id", middleware.GetReqID(r.Context()), "key", key, "err", err)
+			}
+		}
 	}
+}
+
+// countingWriter records the status and the body bytes that were written
+// without error.
+type countingWriter struct {
+	http.ResponseWriter
+	status  int
+	written int64
+}
+
+func (c *countingWriter) WriteHeader(status int) {
+	if c.status == 0 {
+		c.status = status
+	}
+	c.ResponseWriter.WriteHeader(status)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	n, err := c.ResponseWriter.Write(b)
+	c.written += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// deliveredEnd reports whether the response carried the file's last byte
+// in full: a complete 200, or a single-range 206 ending at the last byte
+// whose every byte was written.
+func (c *countingWriter) deliveredEnd(size int64) bool {
+	switch c.status {
+	case http.StatusOK:
+		return c.written == size
+	case http.StatusPartialContent:
+		var first, last, total int64
+		if _, err := fmt.Sscanf(c.Header().Get("Content-Range"), "bytes %d-%d/%d", &first, &last, &total); err != nil {
+			return false // several ranges: not counted
+		}
+		return last == size-1 && total == size && c.written == last-first+1
+	}
+	return false
 }
 
 // handleHealth answers GET /healthz while the process runs.

@@ -1,14 +1,18 @@
 package handler
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -30,6 +34,9 @@ type releaseResponse struct {
 	URI       string `json:"URI"`
 	SHA256    string `json:"SHA256"`
 	TargetABI string `json:"TargetABI"`
+	Rollout   int    `json:"Rollout"`
+	Yanked    bool   `json:"Yanked"`
+	Downloads int64  `json:"Downloads"`
 }
 
 // toReleaseResponse converts a release, linking its file under base.
@@ -38,6 +45,7 @@ func toReleaseResponse(r model.Release, base string) releaseResponse {
 		ID: r.ID, Checksum: r.MD5, Name: r.Name, Message: r.Notes, Size: r.SizeText,
 		Version: r.Version.String(), Skipped: r.Skipped, Uploads: r.Uploads,
 		URI: fileURL(base, r.FilePath), SHA256: r.SHA256, TargetABI: r.TargetABI,
+		Rollout: r.Rollout, Yanked: r.Yanked, Downloads: r.Downloads,
 	}
 }
 
@@ -50,15 +58,129 @@ func fileURL(base, key string) string {
 	return base + "/" + strings.Join(segs, "/")
 }
 
-// handleUpdateCheck answers GET /api/v1/updates/{version}.
-func handleUpdateCheck(releases *service.Releases, mirrorURL string, log *slog.Logger) http.HandlerFunc {
+// handleUpdateCheck answers GET /api/v1/updates/{version}?device=ID. The
+// answer may be cached for maxAge; its ETag changes with any upload, edit or
+// yank, and If-None-Match gets 304.
+func handleUpdateCheck(releases *service.Releases, mirrorURL string, maxAge time.Duration, log *slog.Logger) http.HandlerFunc {
+	cacheControl := fmt.Sprintf("public, max-age=%d", int(maxAge.Seconds()))
 	return func(w http.ResponseWriter, r *http.Request) {
-		rel, err := releases.Check(r.Context(), chi.URLParam(r, "version"))
+		rel, tag, err := releases.Check(r.Context(), chi.URLParam(r, "version"), r.URL.Query().Get("device"))
 		if err != nil {
 			fail(w, r, log, err)
 			return
 		}
+		// Weak: the counters in the body may move without the answer changing.
+		etag := fmt.Sprintf(`W/"%s-%d-%t"`, tag, rel.ID, rel.Skipped)
+		w.Header().Set("ETag", etag)
+		w.Header().Set("Cache-Control", cacheControl)
+		if etagMatches(r.Header.Get("If-None-Match"), etag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
 		encode(w, http.StatusOK, toReleaseResponse(rel, mirrorURL))
+	}
+}
+
+// etagMatches reports whether an If-None-Match header names etag, compared
+// weakly as RFC 9110 asks for If-None-Match.
+func etagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == strings.TrimPrefix(etag, "W/") {
+			return true
+		}
+	}
+	return false
+}
+
+// releasePatch is the body of PATCH /api/v1/updates/{id}; absent keys stay.
+type releasePatch struct {
+	Message *string `json:"Message"`
+	Skipped *bool   `json:"Skipped"`
+	Rollout *int    `json:"Rollout"`
+}
+
+// handleReleaseEdit answers PATCH /api/v1/updates/{id}.
+func handleReleaseEdit(releases *service.Releases, publicURL string, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathID(r)
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		req, err := decode[releasePatch](w, r)
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		rel, err := releases.Edit(r.Context(), id, model.ReleasePatch{Notes: req.Message, Skipped: req.Skipped, Rollout: req.Rollout})
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, toReleaseResponse(rel, publicURL))
+	}
+}
+
+// handleReleaseYank answers DELETE /api/v1/updates/{id}[?purge=true].
+func handleReleaseYank(releases *service.Releases, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathID(r)
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		purge, err := strconv.ParseBool(cmp.Or(r.URL.Query().Get("purge"), "false"))
+		if err != nil {
+			fail(w, r, log, model.Errorf(model.Invalid, "purge must be true or false."))
+			return
+		}
+		if err := releases.Yank(r.Context(), id, purge); err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// pathID reads the {id} path parameter.
+func pathID(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, model.Errorf(model.Invalid, "The release id must be a positive integer.")
+	}
+	return id, nil
+}
+
+// statsResponse is the body of GET /api/v1/stats.
+type statsResponse struct {
+	Releases []releaseStats `json:"Releases"`
+	Totals   releaseStats   `json:"Totals"`
+}
+
+type releaseStats struct {
+	ID        int64  `json:"Id,omitempty"`
+	Version   string `json:"Version,omitempty"`
+	TargetABI string `json:"TargetABI"`
+	Devices   int64  `json:"Devices"`
+	Active30d int64  `json:"Active30d"`
+	Uploads   int64  `json:"Uploads"`
+	Downloads int64  `json:"Downloads"`
+}
+
+// handleStats answers GET /api/v1/stats.
+func handleStats(stats *service.Stats, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		st, err := stats.Get(r.Context())
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		out := statsResponse{Releases: make([]releaseStats, len(st.Releases)), Totals: releaseStats(st.Totals)}
+		for i, rs := range st.Releases {
+			out.Releases[i] = releaseStats(rs)
+		}
+		encode(w, http.StatusOK, out)
 	}
 }
 

@@ -14,7 +14,7 @@ func addRoutes(r chi.Router, d Deps) {
 	r.Get("/uploads/*", handleDownload(d.Releases, d.Log))
 
 	r.Route("/api/v1", func(r chi.Router) {
-		r.Get("/updates/{version}", handleUpdateCheck(d.Releases, d.MirrorURL, d.Log))
+		r.Get("/updates/{version}", handleUpdateCheck(d.Releases, d.MirrorURL, d.UpdateMaxAge, d.Log))
 
 		r.With(auth.require(model.RoleClient)).Post("/users", handleUserReport(d.Users, d.Log))
 
@@ -22,7 +22,10 @@ func addRoutes(r chi.Router, d Deps) {
 			r.Use(auth.require(model.RoleAdmin))
 			r.Get("/updates", handleReleaseList(d.Releases, d.PublicURL, d.Log))
 			r.Post("/updates", handleUpload(d.Releases, d.PublicURL, d.MaxUploadBytes, d.Log))
+			r.Patch("/updates/{id}", handleReleaseEdit(d.Releases, d.PublicURL, d.Log))
+			r.Delete("/updates/{id}", handleReleaseYank(d.Releases, d.Log))
 			r.Get("/users", handleUserList(d.Users, d.Log))
+			r.Get("/stats", handleStats(d.Stats, d.Log))
 		})
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -19,11 +20,13 @@ type Deps struct {
 	Releases   *service.Releases
 	Users      *service.Users
 	Signatures *service.Signatures
+	Stats      *service.Stats
 	Log        *slog.Logger
 
 	PublicURL      string // base of links to this server's files
 	MirrorURL      string // base of links in the update check
 	MaxUploadBytes int64
+	UpdateMaxAge   time.Duration // how long clients may cache an update check
 	// AuthFailuresPerMinute bounds failed signature checks per client IP.
 	AuthFailuresPerMinute int
 }

@@ -66,6 +66,7 @@ func newTestServer(tb testing.TB, dsn string, opts ...serverOption) *testServer 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	deps := handler.Deps{
 		Log: log, PublicURL: publicURL, MirrorURL: mirrorURL, MaxUploadBytes: 1 << 20, AuthFailuresPerMinute: 1000,
+		UpdateMaxAge: time.Minute,
 	}
 	sigCfg := service.SignaturesConfig{
 		Params:      argon2id.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32},
@@ -76,9 +77,12 @@ func newTestServer(tb testing.TB, dsn string, opts ...serverOption) *testServer 
 		o(&deps, &sigCfg)
 	}
 	deps.Releases = service.NewReleases(repository.NewReleases(db), files, service.ReleasesConfig{
-		PublicURL: publicURL, MaxUpload: deps.MaxUploadBytes, DefaultABI: "arm64", Key: storage.Key, SafeName: storage.SafeName,
+		PublicURL: publicURL, MaxUpload: deps.MaxUploadBytes, DefaultABI: "arm64", Refresh: 100 * time.Millisecond,
+		Key: storage.Key, SafeName: storage.SafeName,
 	}, log)
 	deps.Users = service.NewUsers(repository.NewUsers(db), "arm64")
+	deps.Stats = service.NewStats(repository.NewReleases(db), repository.NewUsers(db), "arm64", time.Now)
+	go deps.Releases.Run(ctx)
 	deps.Signatures = service.NewSignatures(repository.NewSignatures(db), sigCfg, log)
 	ts := &testServer{tb: tb, db: db, dir: dir, sigs: deps.Signatures, admin: "admin-secret-for-tests", maxUpload: deps.MaxUploadBytes}
 	if _, err := deps.Signatures.Bootstrap(ctx, ts.admin); err != nil {
@@ -228,5 +232,5 @@ func wantKeys(tb testing.TB, obj map[string]any, keys ...string) {
 	}
 }
 
-var releaseKeys = []string{"Id", "Checksum", "Name", "Message", "Size", "Version", "Skipped", "Uploads", "URI", "SHA256", "TargetABI"}
+var releaseKeys = []string{"Id", "Checksum", "Name", "Message", "Size", "Version", "Skipped", "Uploads", "URI", "SHA256", "TargetABI", "Rollout", "Yanked", "Downloads"}
 var userKeys = []string{"ID", "AppLocale", "AppVersion", "DeviceLocale", "DeviceMac", "DeviceModel", "DeviceSDK", "SessionActivity", "SessionID", "SessionRegister", "TgVersion", "TargetABI"}

@@ -27,6 +27,37 @@ type Release struct {
 	CreatedAt time.Time
 }
 
+// ReleasePatch holds the fields of a release an admin may change; nil
+// fields stay as they are.
+type ReleasePatch struct {
+	Notes   *string
+	Skipped *bool
+	Rollout *int
+	Yanked  *bool
+}
+
+// Validate checks the patch's values.
+func (p ReleasePatch) Validate() error {
+	if p.Rollout != nil && (*p.Rollout < 1 || *p.Rollout > FullRollout) {
+		return Errorf(Invalid, "Rollout must be an integer from 1 to 100.")
+	}
+	if p.Notes != nil && len(*p.Notes) > MaxNotesLen {
+		return Errorf(Invalid, "Message must be at most %d bytes.", MaxNotesLen)
+	}
+	return nil
+}
+
+// MaxNotesLen bounds a release's notes, in bytes.
+const MaxNotesLen = 64 << 10
+
+// Adoption counts the devices on one version and ABI.
+type Adoption struct {
+	Version   string
+	TargetABI string // as the devices reported it; empty when unknown
+	Devices   int64
+	Active    int64 // devices whose last session is recent
+}
+
 // FullRollout is the rollout of a release offered to every device.
 const FullRollout = 100
 
@@ -99,4 +130,22 @@ func FormatSize(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %cB", value, "kMGTPE"[exp])
+}
+
+// ReleaseStats is the adoption of one release.
+type ReleaseStats struct {
+	ID        int64
+	Version   string
+	TargetABI string
+	Devices   int64 // devices whose current version is this release
+	Active30d int64 // of those, devices seen in the last 30 days
+	Uploads   int64
+	Downloads int64
+}
+
+// Stats is the adoption of every release, with totals. Devices on a
+// version without a release count in the totals only.
+type Stats struct {
+	Releases []ReleaseStats
+	Totals   ReleaseStats // Devices and Active30d over all devices
 }

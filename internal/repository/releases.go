@@ -51,6 +51,7 @@ func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, p
 		SHA256:      rel.SHA256,
 		SizeBytes:   rel.Size,
 		FilePath:    rel.FilePath,
+		Rollout:     int64(rel.Rollout),
 	}
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Create(&row).Error; err != nil {
@@ -63,6 +64,69 @@ func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, p
 	}
 	rel.ID, rel.CreatedAt = row.ID, row.CreatedAt
 	return nil
+}
+
+// Get returns release id. NotFound when absent.
+func (r *Releases) Get(ctx context.Context, id int64) (model.Release, error) {
+	var row appRow
+	if err := r.db.WithContext(ctx).Take(&row, id).Error; err != nil {
+		return model.Release{}, translate(err, fmt.Sprintf("release %d", id))
+	}
+	return toRelease(row)
+}
+
+// Update applies the set fields of patch to release id and returns it.
+// NotFound when absent.
+func (r *Releases) Update(ctx context.Context, id int64, patch model.ReleasePatch) (model.Release, error) {
+	fields := map[string]any{}
+	if patch.Notes != nil {
+		fields["app_notes"] = *patch.Notes
+	}
+	if patch.Skipped != nil {
+		fields["skipped"] = *patch.Skipped
+	}
+	if patch.Rollout != nil {
+		fields["rollout"] = *patch.Rollout
+	}
+	if patch.Yanked != nil {
+		fields["yanked"] = *patch.Yanked
+	}
+	var row appRow
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if len(fields) > 0 {
+			res := tx.Model(&appRow{}).Where("id = ?", id).Updates(fields)
+			if res.Error != nil {
+				return res.Error
+			}
+		}
+		return tx.Take(&row, id).Error
+	})
+	if err != nil {
+		return model.Release{}, translate(err, fmt.Sprintf("release %d", id))
+	}
+	return toRelease(row)
+}
+
+// Delete removes release id and returns what it was. NotFound when absent.
+func (r *Releases) Delete(ctx context.Context, id int64) (model.Release, error) {
+	var row appRow
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Take(&row, id).Error; err != nil {
+			return err
+		}
+		return tx.Delete(&appRow{}, id).Error
+	})
+	if err != nil {
+		return model.Release{}, translate(err, fmt.Sprintf("release %d", id))
+	}
+	return toRelease(row)
+}
+
+// CountDownload adds one to the downloads of the release stored at key. A
+// key without a release (a file left in place) counts nothing.
+func (r *Releases) CountDownload(ctx context.Context, key string) error {
+	err := r.db.WithContext(ctx).Exec("UPDATE apps SET downloads = COALESCE(downloads, 0) + 1 WHERE file_path = ?", key).Error
+	return translate(err, "download count")
 }
 
 // toRelease converts a row. Legacy rows may hold versions this server would
@@ -84,6 +148,9 @@ func toRelease(row appRow) (model.Release, error) {
 		SHA256:    row.SHA256,
 		Skipped:   row.Skipped,
 		Uploads:   row.Uploads,
+		Downloads: row.Downloads,
+		Rollout:   int(row.Rollout),
+		Yanked:    row.Yanked,
 		FilePath:  row.FilePath,
 		CreatedAt: row.CreatedAt,
 	}, nil

@@ -28,6 +28,9 @@ type appRow struct {
 	SizeBytes   int64     `gorm:"column:size_bytes"`
 	FilePath    string    `gorm:"column:file_path;type:text"`
 	CreatedAt   time.Time `gorm:"column:created_at"`
+	Rollout     int64     `gorm:"column:rollout"`
+	Yanked      bool      `gorm:"column:yanked"`
+	Downloads   int64     `gorm:"column:downloads"`
 }
 
 func (appRow) TableName() string { return "apps" }
@@ -47,16 +50,16 @@ func (signatureRow) TableName() string { return "middlewares" }
 type userRow struct {
 	ID              int64  `gorm:"column:id;primaryKey"`
 	AppLocale       string `gorm:"column:app_locale;type:text"`
-	AppVersion      string `gorm:"column:app_version;type:text"`
+	AppVersion      string `gorm:"column:app_version;type:text;index:idx_users_adoption,priority:1"`
 	DeviceLocale    string `gorm:"column:device_locale;type:text"`
 	DeviceMac       string `gorm:"column:device_mac;type:text;uniqueIndex:idx_users_session_device,priority:2"`
 	DeviceModel     string `gorm:"column:device_model;type:text"`
 	DeviceSDK       string `gorm:"column:device_sdk;type:text"`
-	SessionActivity int64  `gorm:"column:session_activity"`
+	SessionActivity int64  `gorm:"column:session_activity;index:idx_users_adoption,priority:3"`
 	SessionID       int64  `gorm:"column:session_id;uniqueIndex:idx_users_session_device,priority:1"`
 	SessionRegister int64  `gorm:"column:session_register"`
 	TgVersion       string `gorm:"column:tg_version;type:text"`
-	TargetABI       string `gorm:"column:target_abi;type:text"`
+	TargetABI       string `gorm:"column:target_abi;type:text;index:idx_users_adoption,priority:2"`
 }
 
 func (userRow) TableName() string { return "users" }
@@ -145,6 +148,9 @@ func backfill(tx *gorm.DB) error {
 			ELSE target_abi || '/' || app_version || '/' || app_name END
 			WHERE file_path IS NULL OR file_path = ''`,
 		`UPDATE apps SET uploads = 0 WHERE uploads IS NULL`,
+		`UPDATE apps SET downloads = 0 WHERE downloads IS NULL`,
+		`UPDATE apps SET rollout = 100 WHERE rollout IS NULL OR rollout < 1 OR rollout > 100`,
+		`UPDATE apps SET yanked = false WHERE yanked IS NULL`,
 		`UPDATE middlewares SET role = 'admin' WHERE role IS NULL OR role = ''`,
 	} {
 		if err := tx.Exec(stmt).Error; err != nil {

@@ -121,3 +121,26 @@ func toUser(r userRow) model.User {
 		TgVersion: r.TgVersion, TargetABI: r.TargetABI,
 	}
 }
+
+// Adoption counts devices per (version, ABI), and those whose last session
+// is at or after activeSince, with one aggregate over idx_users_adoption.
+func (r *Users) Adoption(ctx context.Context, activeSince int64) ([]model.Adoption, error) {
+	var rows []struct {
+		AppVersion string
+		TargetABI  string
+		Devices    int64
+		Active     int64
+	}
+	err := r.db.WithContext(ctx).Model(&userRow{}).
+		Select("app_version, COALESCE(target_abi, '') AS target_abi, COUNT(*) AS devices, "+
+			"COUNT(CASE WHEN session_activity >= ? THEN 1 END) AS active", activeSince).
+		Group("app_version, target_abi").Order("app_version, target_abi").Scan(&rows).Error
+	if err != nil {
+		return nil, translate(err, "adoption counts")
+	}
+	out := make([]model.Adoption, len(rows))
+	for i, row := range rows {
+		out[i] = model.Adoption{Version: row.AppVersion, TargetABI: row.TargetABI, Devices: row.Devices, Active: row.Active}
+	}
+	return out, nil
+}

@@ -9,10 +9,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/wemesse/server/internal/model"
@@ -25,6 +30,12 @@ type ReleaseStore interface {
 	// Create inserts rel, calling publish before the commit; Conflict when
 	// its version and ABI exist.
 	Create(ctx context.Context, rel *model.Release, uri string, publish func() error) error
+	// Update applies patch to release id; NotFound when absent.
+	Update(ctx context.Context, id int64, patch model.ReleasePatch) (model.Release, error)
+	// Delete removes release id and returns it; NotFound when absent.
+	Delete(ctx context.Context, id int64) (model.Release, error)
+	// CountDownload counts a completed download of the file at key.
+	CountDownload(ctx context.Context, key string) error
 }
 
 // Files keeps build files under slash-separated keys.
@@ -65,7 +76,20 @@ type Releases struct {
 	publicURL  string
 	maxUpload  int64
 	defaultABI string
+	refresh    time.Duration
 	log        *slog.Logger
+
+	// current is every release as last read, for the update check, which
+	// must not touch the database. Every write on this server re-reads it;
+	// Run re-reads it every refresh for counters and other servers' writes.
+	current atomic.Pointer[snapshot]
+	loadMu  sync.Mutex
+}
+
+// snapshot is the releases as read at one moment.
+type snapshot struct {
+	releases []model.Release
+	tag      string // changes whenever any release's offer-relevant field does
 }
 
 // ReleasesConfig holds what Releases needs besides its stores.
@@ -73,6 +97,8 @@ type ReleasesConfig struct {
 	PublicURL  string // base of the URI recorded with each upload
 	MaxUpload  int64  // largest accepted build, in bytes
 	DefaultABI string // ABI of a client that names none
+	// Refresh is how often Run re-reads the releases.
+	Refresh time.Duration
 
 	// Key and SafeName come from the storage in use.
 	Key      func(version, abi, name string) string
@@ -83,33 +109,131 @@ type ReleasesConfig struct {
 func NewReleases(store ReleaseStore, files Files, cfg ReleasesConfig, log *slog.Logger) *Releases {
 	return &Releases{
 		store: store, files: files, keyOf: cfg.Key, safeName: cfg.SafeName,
-		publicURL: cfg.PublicURL, maxUpload: cfg.MaxUpload, defaultABI: cfg.DefaultABI, log: log,
+		publicURL: cfg.PublicURL, maxUpload: cfg.MaxUpload, defaultABI: cfg.DefaultABI, refresh: cfg.Refresh, log: log,
 	}
 }
 
 // Check answers a client's update check. clientVersion is the version the
-// client runs, optionally followed by its ABI (2267_00arm64). The result is
-// the newest release the client can install, with Skipped false when any
-// mandatory release newer than the client exists. It returns Invalid for an
-// unparsable version and NotFound when there is no release.
-func (s *Releases) Check(ctx context.Context, clientVersion string) (model.Release, error) {
+// client runs, optionally followed by its ABI (2267_00arm64); device is the
+// client's id for staged rollouts, empty when it sent none. The result is
+// the newest release offered to the client, with Skipped false when any
+// mandatory release offered to it is newer than its version; tag identifies
+// the state of all releases, for caching. It reads memory only. It returns
+// Invalid for an unparsable version and NotFound when nothing is offered.
+func (s *Releases) Check(ctx context.Context, clientVersion, device string) (rel model.Release, tag string, err error) {
 	current, abi, err := model.ParseClientVersion(clientVersion)
 	if err != nil {
-		return model.Release{}, err
+		return model.Release{}, "", err
+	}
+	if len(device) > model.MaxTextLen {
+		return model.Release{}, "", model.Errorf(model.Invalid, "device must be at most %d characters.", model.MaxTextLen)
 	}
 	if abi == "" {
 		abi = s.defaultABI
 	}
+	snap, err := s.snapshot(ctx)
+	if err != nil {
+		return model.Release{}, "", err
+	}
+	newest, mustUpdate, ok := model.NewestFor(snap.releases, current, abi, device)
+	if !ok {
+		return model.Release{}, snap.tag, model.Errorf(model.NotFound, "No release exists yet for this client.")
+	}
+	newest.Skipped = !mustUpdate
+	return newest, snap.tag, nil
+}
+
+// snapshot returns the releases in memory, reading them on first use.
+func (s *Releases) snapshot(ctx context.Context) (*snapshot, error) {
+	if snap := s.current.Load(); snap != nil {
+		return snap, nil
+	}
+	if err := s.Load(ctx); err != nil {
+		return nil, err
+	}
+	return s.current.Load(), nil
+}
+
+// Load re-reads every release into memory.
+func (s *Releases) Load(ctx context.Context) error {
+	s.loadMu.Lock() // a slow read must not overwrite a newer one
+	defer s.loadMu.Unlock()
 	all, err := s.store.List(ctx)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	for _, r := range all {
+		fmt.Fprintf(h, "%d|%s|%s|%t|%d|%t|%s|%q\n", r.ID, r.Version, r.TargetABI, r.Skipped, r.Rollout, r.Yanked, r.MD5, r.Notes)
+	}
+	s.current.Store(&snapshot{releases: all, tag: hex.EncodeToString(h.Sum(nil)[:12])})
+	return nil
+}
+
+// Run re-reads the releases every Refresh until ctx ends. A failed read
+// keeps the last good snapshot, so the update check keeps answering.
+func (s *Releases) Run(ctx context.Context) {
+	t := time.NewTicker(s.refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.Load(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("reload releases", "err", err)
+			}
+		}
+	}
+}
+
+// reload re-reads the releases after a write on this server. A failure is
+// logged; Run catches up.
+func (s *Releases) reload(ctx context.Context) {
+	if err := s.Load(context.WithoutCancel(ctx)); err != nil {
+		s.log.Warn("reload releases after a write", "err", err)
+	}
+}
+
+// Edit applies patch to release id and returns the result. Invalid for
+// bad values, NotFound when absent.
+func (s *Releases) Edit(ctx context.Context, id int64, patch model.ReleasePatch) (model.Release, error) {
+	if err := patch.Validate(); err != nil {
+		return model.Release{}, err
+	}
+	rel, err := s.store.Update(ctx, id, patch)
 	if err != nil {
 		return model.Release{}, err
 	}
-	newest, mustUpdate, ok := model.NewestFor(all, current, abi, "")
-	if !ok {
-		return model.Release{}, model.Errorf(model.NotFound, "No release exists yet.")
+	s.reload(ctx)
+	return rel, nil
+}
+
+// Yank stops offering release id; its file stays downloadable for clients
+// mid-download. With purge, the row and the file go too. NotFound when
+// absent.
+func (s *Releases) Yank(ctx context.Context, id int64, purge bool) error {
+	if !purge {
+		yanked := true
+		_, err := s.Edit(ctx, id, model.ReleasePatch{Yanked: &yanked})
+		return err
 	}
-	newest.Skipped = !mustUpdate
-	return newest, nil
+	// The row goes first: a file without a row is harmless, a row without
+	// its file is not.
+	rel, err := s.store.Delete(ctx, id)
+	if err != nil {
+		return err
+	}
+	s.reload(ctx)
+	if err := s.files.Remove(context.WithoutCancel(ctx), rel.FilePath); err != nil {
+		s.log.Error("remove the file of a purged release", "id", id, "key", rel.FilePath, "err", err)
+	}
+	return nil
+}
+
+// CountDownload records a completed download of the file at key.
+func (s *Releases) CountDownload(ctx context.Context, key string) error {
+	return s.store.CountDownload(ctx, key)
 }
 
 // List returns every release ordered by id.
@@ -127,6 +251,7 @@ type upload struct {
 	version  model.Version
 	notes    string
 	abi      string
+	rollout  int
 	fileName string
 	staged   string
 	size     int64
@@ -141,7 +266,7 @@ type upload struct {
 // published and recorded in one step. After any failure no row, file or
 // staged file remains. Errors: Invalid, TooLarge, Conflict.
 func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, err error) {
-	u := upload{seen: map[string]bool{}}
+	u := upload{seen: map[string]bool{}, rollout: model.FullRollout}
 	defer func() {
 		if err != nil && u.staged != "" {
 			if derr := s.files.Discard(context.WithoutCancel(ctx), u.staged); derr != nil {
@@ -183,6 +308,7 @@ func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, er
 		MD5:       u.md5,
 		SHA256:    u.sha256,
 		Skipped:   !u.version.Mandatory(),
+		Rollout:   u.rollout,
 		FilePath:  s.keyOf(u.version.String(), u.abi, name),
 	}
 	published := false
@@ -203,6 +329,7 @@ func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, er
 		return model.Release{}, err
 	}
 	u.staged = ""
+	s.reload(ctx)
 	return rel, nil
 }
 
@@ -220,7 +347,7 @@ func (s *Releases) readForm(ctx context.Context, form Form, u *upload) error {
 			return model.Errorf(model.Invalid, "The field %s appears more than once.", p.Field)
 		}
 		switch p.Field {
-		case "appVersion", "appNotes", "targetABI":
+		case "appVersion", "appNotes", "targetABI", "rollout":
 			u.seen[p.Field] = true
 			value, err := readField(p)
 			if err != nil {
@@ -238,6 +365,12 @@ func (s *Releases) readForm(ctx context.Context, form Form, u *upload) error {
 				if !model.ValidABI(u.abi) {
 					return model.Errorf(model.Invalid, "targetABI must be empty or one of arm, arm64, x86, x86_64.")
 				}
+			case "rollout":
+				n, err := strconv.Atoi(strings.TrimSpace(value))
+				if err != nil || n < 1 || n > model.FullRollout {
+					return model.Errorf(model.Invalid, "rollout must be an integer from 1 to 100.")
+				}
+				u.rollout = n
 			}
 		case "tmpFile":
 			u.seen[p.Field] = true

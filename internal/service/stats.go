@@ -1,0 +1,71 @@
+package service
+
+import (
+	"context"
+	"time"
+
+	"github.com/wemesse/server/internal/model"
+)
+
+// AdoptionStore counts devices.
+type AdoptionStore interface {
+	// Adoption counts devices per (version, ABI), and those active since
+	// activeSince (Unix seconds).
+	Adoption(ctx context.Context, activeSince int64) ([]model.Adoption, error)
+}
+
+// activeWindow is how recent a session must be for a device to be active.
+const activeWindow = 30 * 24 * time.Hour
+
+// Stats reports release adoption.
+type Stats struct {
+	releases   ReleaseStore
+	devices    AdoptionStore
+	defaultABI string
+	now        func() time.Time
+}
+
+// NewStats returns a Stats. now is the clock, time.Now in production.
+func NewStats(releases ReleaseStore, devices AdoptionStore, defaultABI string, now func() time.Time) *Stats {
+	return &Stats{releases: releases, devices: devices, defaultABI: defaultABI, now: now}
+}
+
+// Get returns, per release, the devices on it (counted where their reports
+// are counted: the build for their ABI, else the universal one), the active
+// ones among them, uploads and downloads, and totals.
+func (s *Stats) Get(ctx context.Context) (model.Stats, error) {
+	releases, err := s.releases.List(ctx)
+	if err != nil {
+		return model.Stats{}, err
+	}
+	groups, err := s.devices.Adoption(ctx, s.now().Add(-activeWindow).Unix())
+	if err != nil {
+		return model.Stats{}, err
+	}
+	type key struct{ version, abi string }
+	index := make(map[key]int, len(releases))
+	out := model.Stats{Releases: make([]model.ReleaseStats, len(releases))}
+	for i, r := range releases {
+		index[key{r.Version.String(), r.TargetABI}] = i
+		out.Releases[i] = model.ReleaseStats{ID: r.ID, Version: r.Version.String(), TargetABI: r.TargetABI, Uploads: r.Uploads, Downloads: r.Downloads}
+		out.Totals.Uploads += r.Uploads
+		out.Totals.Downloads += r.Downloads
+	}
+	for _, g := range groups {
+		out.Totals.Devices += g.Devices
+		out.Totals.Active30d += g.Active
+		abi := g.TargetABI
+		if abi == "" {
+			abi = s.defaultABI
+		}
+		i, ok := index[key{g.Version, abi}]
+		if !ok {
+			i, ok = index[key{g.Version, ""}]
+		}
+		if ok {
+			out.Releases[i].Devices += g.Devices
+			out.Releases[i].Active30d += g.Active
+		}
+	}
+	return out, nil
+}
