@@ -143,8 +143,8 @@ type ReleaseStats struct {
 	Downloads int64
 }
 
-// Stats is the adoption of every release, with totals. Devices on a
-// version without a release count in the totals only.
+// Stats is the adoption of every release, with totals over them. Devices
+// on a version without a release are not counted.
 type Stats struct {
 	Releases []ReleaseStats
 	Totals   ReleaseStats // Devices and Active30d over all devices

@@ -122,25 +122,29 @@ func toUser(r userRow) model.User {
 	}
 }
 
-// Adoption counts devices per (version, ABI), and those whose last session
-// is at or after activeSince, with one aggregate over idx_users_adoption.
-func (r *Users) Adoption(ctx context.Context, activeSince int64) ([]model.Adoption, error) {
-	var rows []struct {
-		AppVersion string
-		TargetABI  string
-		Devices    int64
-		Active     int64
-	}
-	err := r.db.WithContext(ctx).Model(&userRow{}).
-		Select("app_version, COALESCE(target_abi, '') AS target_abi, COUNT(*) AS devices, "+
-			"COUNT(CASE WHEN session_activity >= ? THEN 1 END) AS active", activeSince).
-		Group("app_version, target_abi").Order("app_version, target_abi").Scan(&rows).Error
-	if err != nil {
-		return nil, translate(err, "adoption counts")
-	}
-	out := make([]model.Adoption, len(rows))
-	for i, row := range rows {
-		out[i] = model.Adoption{Version: row.AppVersion, TargetABI: row.TargetABI, Devices: row.Devices, Active: row.Active}
+// adoptionQuery counts the devices on one version per ABI, and the active
+// ones, from a range of idx_users_adoption. One version is a small part of
+// the table, so the planner reads the index rather than the whole table.
+const adoptionQuery = `SELECT COALESCE(target_abi, '') AS target_abi, COUNT(*) AS devices,
+	COUNT(CASE WHEN session_activity >= ? THEN 1 END) AS active
+	FROM users WHERE app_version = ? GROUP BY target_abi`
+
+// Adoption counts the devices on each of versions per ABI, and those whose
+// last session is at or after activeSince, one indexed aggregate a version.
+func (r *Users) Adoption(ctx context.Context, versions []string, activeSince int64) ([]model.Adoption, error) {
+	var out []model.Adoption
+	for _, v := range versions {
+		var rows []struct {
+			TargetABI string
+			Devices   int64
+			Active    int64
+		}
+		if err := r.db.WithContext(ctx).Raw(adoptionQuery, activeSince, v).Scan(&rows).Error; err != nil {
+			return nil, translate(err, "adoption counts")
+		}
+		for _, row := range rows {
+			out = append(out, model.Adoption{Version: v, TargetABI: row.TargetABI, Devices: row.Devices, Active: row.Active})
+		}
 	}
 	return out, nil
 }

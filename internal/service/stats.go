@@ -9,9 +9,9 @@ import (
 
 // AdoptionStore counts devices.
 type AdoptionStore interface {
-	// Adoption counts devices per (version, ABI), and those active since
-	// activeSince (Unix seconds).
-	Adoption(ctx context.Context, activeSince int64) ([]model.Adoption, error)
+	// Adoption counts the devices on each of versions per ABI, and those
+	// active since activeSince (Unix seconds).
+	Adoption(ctx context.Context, versions []string, activeSince int64) ([]model.Adoption, error)
 }
 
 // activeWindow is how recent a session must be for a device to be active.
@@ -38,22 +38,24 @@ func (s *Stats) Get(ctx context.Context) (model.Stats, error) {
 	if err != nil {
 		return model.Stats{}, err
 	}
-	groups, err := s.devices.Adoption(ctx, s.now().Add(-activeWindow).Unix())
-	if err != nil {
-		return model.Stats{}, err
-	}
 	type key struct{ version, abi string }
 	index := make(map[key]int, len(releases))
+	var versions []string
 	out := model.Stats{Releases: make([]model.ReleaseStats, len(releases))}
 	for i, r := range releases {
+		if _, seen := index[key{r.Version.String(), ""}]; !seen {
+			versions = append(versions, r.Version.String())
+		}
 		index[key{r.Version.String(), r.TargetABI}] = i
 		out.Releases[i] = model.ReleaseStats{ID: r.ID, Version: r.Version.String(), TargetABI: r.TargetABI, Uploads: r.Uploads, Downloads: r.Downloads}
 		out.Totals.Uploads += r.Uploads
 		out.Totals.Downloads += r.Downloads
 	}
+	groups, err := s.devices.Adoption(ctx, versions, s.now().Add(-activeWindow).Unix())
+	if err != nil {
+		return model.Stats{}, err
+	}
 	for _, g := range groups {
-		out.Totals.Devices += g.Devices
-		out.Totals.Active30d += g.Active
 		abi := g.TargetABI
 		if abi == "" {
 			abi = s.defaultABI
@@ -65,6 +67,8 @@ func (s *Stats) Get(ctx context.Context) (model.Stats, error) {
 		if ok {
 			out.Releases[i].Devices += g.Devices
 			out.Releases[i].Active30d += g.Active
+			out.Totals.Devices += g.Devices
+			out.Totals.Active30d += g.Active
 		}
 	}
 	return out, nil

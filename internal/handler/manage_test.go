@@ -1,0 +1,170 @@
+package handler_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wemesse/server/internal/dbtest"
+	"github.com/wemesse/server/internal/handler"
+	"github.com/wemesse/server/internal/service"
+)
+
+func TestUpdateCheck_caching(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ts := newTestServer(t, dsn)
+		ts.mustUpload("2264_00")
+		resp, _ := ts.do("GET", "/api/v1/updates/2263_00", "", nil)
+		etag := resp.Header.Get("ETag")
+		if etag == "" || resp.Header.Get("Cache-Control") != "public, max-age=60" {
+			t.Fatalf("ETag %q, Cache-Control %q", etag, resp.Header.Get("Cache-Control"))
+		}
+		if resp, body := ts.do("GET", "/api/v1/updates/2263_00", "", nil, "If-None-Match", etag); resp.StatusCode != http.StatusNotModified || len(body) != 0 {
+			t.Errorf("If-None-Match: %d %q, want an empty 304", resp.StatusCode, body)
+		}
+		for _, change := range []func(){
+			func() { ts.mustUpload("2264_01", "targetABI", "x86") }, // not even offered to this client
+			func() { ts.do("PATCH", "/api/v1/updates/1", ts.admin, strings.NewReader(`{"Message": "new notes"}`)) },
+			func() { ts.do("DELETE", "/api/v1/updates/2", ts.admin, nil) },
+		} {
+			change()
+			resp, _ := ts.do("GET", "/api/v1/updates/2263_00", "", nil, "If-None-Match", etag)
+			if resp.StatusCode != 200 || resp.Header.Get("ETag") == etag {
+				t.Fatalf("after a change: status %d, ETag %q (was %q); want 200 and a new ETag", resp.StatusCode, resp.Header.Get("ETag"), etag)
+			}
+			etag = resp.Header.Get("ETag")
+		}
+	})
+}
+
+func TestReleaseEditAndYank(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ts := newTestServer(t, dsn)
+		ts.mustUpload("2264_01")
+		ts.mustUpload("2265_01")
+
+		resp, body := ts.do("PATCH", "/api/v1/updates/1", ts.admin, strings.NewReader(`{"Message": "Now mandatory.", "Skipped": false, "Rollout": 40}`))
+		got := decodeObject(t, body)
+		if resp.StatusCode != 200 || got["Message"] != "Now mandatory." || got["Skipped"] != false || got["Rollout"] != float64(40) || got["Version"] != "2264_01" {
+			t.Fatalf("PATCH: %d %s", resp.StatusCode, body)
+		}
+		wantKeys(t, got, releaseKeys...)
+		resp, body = ts.do("PATCH", "/api/v1/updates/1", ts.admin, strings.NewReader(`{"Rollout": 100}`))
+		if got := decodeObject(t, body); resp.StatusCode != 200 || got["Message"] != "Now mandatory." || got["Rollout"] != float64(100) {
+			t.Errorf("a partial PATCH changed other fields: %s", body)
+		}
+		if _, body := ts.do("GET", "/api/v1/updates/2264_00", "", nil); decodeObject(t, body)["Skipped"] != false {
+			t.Errorf("a release forced by PATCH does not force clients: %s", body)
+		}
+		for _, bad := range []struct {
+			path, body string
+			status     int
+		}{
+			{"/api/v1/updates/1", `{"Rollout": 0}`, 400},
+			{"/api/v1/updates/1", `{"Rollout": 101}`, 400},
+			{"/api/v1/updates/1", `{"Skipped": "yes"}`, 400},
+			{"/api/v1/updates/1", `[]`, 400},
+			{"/api/v1/updates/x", `{}`, 400},
+			{"/api/v1/updates/99", `{"Message": "x"}`, 404},
+		} {
+			resp, body := ts.do("PATCH", bad.path, ts.admin, strings.NewReader(bad.body))
+			wantError(t, resp, body, bad.status)
+		}
+		for _, method := range []string{"PATCH", "DELETE"} {
+			resp, body := ts.do(method, "/api/v1/updates/1", ts.client, strings.NewReader(`{}`))
+			wantError(t, resp, body, http.StatusForbidden)
+		}
+
+		// Yank: not offered, listed as yanked, still downloadable.
+		if resp, body := ts.do("DELETE", "/api/v1/updates/2", ts.admin, nil); resp.StatusCode != http.StatusNoContent || len(body) != 0 {
+			t.Fatalf("DELETE: %d %s", resp.StatusCode, body)
+		}
+		if _, body := ts.do("GET", "/api/v1/updates/2264_01", "", nil); decodeObject(t, body)["Version"] != "2264_01" {
+			t.Errorf("a yanked release is still offered: %s", body)
+		}
+		_, body = ts.do("GET", "/api/v1/updates", ts.admin, nil)
+		if list := decodeArray(t, body); len(list) != 2 || list[1]["Yanked"] != true || list[0]["Yanked"] != false {
+			t.Errorf("list after yank: %s", body)
+		}
+		if resp, _ := ts.do("GET", "/uploads/2265_01/wemesse.apk", "", nil); resp.StatusCode != 200 {
+			t.Errorf("a yanked release's file: %d, want 200", resp.StatusCode)
+		}
+
+		// Purge: row and file gone.
+		if resp, body := ts.do("DELETE", "/api/v1/updates/2?purge=true", ts.admin, nil); resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("purge: %d %s", resp.StatusCode, body)
+		}
+		if n := ts.count("apps"); n != 1 {
+			t.Errorf("apps = %d after purge, want 1", n)
+		}
+		resp, body = ts.do("GET", "/uploads/2265_01/wemesse.apk", "", nil)
+		wantError(t, resp, body, http.StatusNotFound)
+		if files := ts.files(); strings.Join(files, ",") != "2264_01/wemesse.apk" {
+			t.Errorf("files after purge = %v", files)
+		}
+		resp, body = ts.do("DELETE", "/api/v1/updates/2", ts.admin, nil)
+		wantError(t, resp, body, http.StatusNotFound)
+		resp, body = ts.do("DELETE", "/api/v1/updates/1?purge=maybe", ts.admin, nil)
+		wantError(t, resp, body, http.StatusBadRequest)
+	})
+}
+
+// TestDownloads_countCompletedOnly aborts a transfer midway, resumes it
+// with Range, and checks one completed download is counted.
+func TestDownloads_countCompletedOnly(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ts := newTestServer(t, dsn, func(d *handler.Deps, _ *service.SignaturesConfig) { d.MaxUploadBytes = 8 << 20 })
+		content := strings.Repeat("0123456789", 400_000) // 4 MB: larger than socket buffers
+		resp, body := ts.upload(ts.admin, "appVersion", "3_01", "tmpFile", "big.apk|"+content)
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("upload: %d %s", resp.StatusCode, body)
+		}
+		downloads := func() float64 {
+			_, body := ts.do("GET", "/api/v1/updates", ts.admin, nil)
+			return decodeArray(t, body)[0]["Downloads"].(float64)
+		}
+
+		// Read the first 100 kB of a full GET, then hang up.
+		conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "GET /uploads/3_01/big.apk HTTP/1.1\r\nHost: x\r\n\r\n")
+		br := bufio.NewReader(conn)
+		got, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		partial := make([]byte, 100_000)
+		if _, err := io.ReadFull(got.Body, partial); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+		time.Sleep(300 * time.Millisecond) // let the server notice
+		if n := downloads(); n != 0 {
+			t.Fatalf("an aborted transfer counted: Downloads = %v", n)
+		}
+		// A range that stops short of the end does not count either.
+		if resp, _ := ts.do("GET", "/uploads/3_01/big.apk", "", nil, "Range", "bytes=100000-200000"); resp.StatusCode != 206 || downloads() != 0 {
+			t.Fatalf("a middle range: status %d, Downloads %v", resp.StatusCode, downloads())
+		}
+		// Resuming to the end completes the download.
+		resp, rest := ts.do("GET", "/uploads/3_01/big.apk", "", nil, "Range", "bytes=100000-")
+		if resp.StatusCode != 206 || string(partial)+string(rest) != content {
+			t.Fatalf("resume: status %d, %d bytes", resp.StatusCode, len(rest))
+		}
+		if n := downloads(); n != 1 {
+			t.Errorf("Downloads = %v after the resumed transfer finished, want 1", n)
+		}
+		ts.do("GET", "/uploads/3_01/big.apk", "", nil)
+		ts.do("HEAD", "/uploads/3_01/big.apk", "", nil)
+		if n := downloads(); n != 2 {
+			t.Errorf("Downloads = %v after a full GET and a HEAD, want 2", n)
+		}
+	})
+}
