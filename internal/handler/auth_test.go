@@ -2,6 +2,7 @@ package handler_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/wemesse/server/internal/dbtest"
 	"github.com/wemesse/server/internal/handler"
+	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/service"
 )
 
@@ -112,28 +114,31 @@ func TestSignatures_failureRateLimit(t *testing.T) {
 }
 
 func TestSignatures_busyHashingIs503(t *testing.T) {
-	ts := newTestServer(t, dbtest.SQLite(t), func(_ *handler.Deps, c *service.SignaturesConfig) {
-		c.Concurrency, c.Wait = 1, time.Nanosecond
-		c.Params.Memory = 64 * 1024
-	})
-	// Hold the only hashing slot with slow checks from other goroutines.
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := range 20 {
-			ts.do("GET", "/api/v1/users", "busy-"+strings.Repeat("x", i), nil)
-		}
-	}()
-	saw503 := false
-	for i := 0; i < 200 && !saw503; i++ {
-		resp, body := ts.do("GET", "/api/v1/users", "other-"+strings.Repeat("y", i), nil)
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			wantError(t, resp, body, http.StatusServiceUnavailable)
-			saw503 = resp.Header.Get("Retry-After") != ""
-		}
+	// A wait bound of 1ns has passed before any hashing slot is tried.
+	ts := newTestServer(t, dbtest.SQLite(t), func(_ *handler.Deps, c *service.SignaturesConfig) { c.Wait = time.Nanosecond })
+	// A wrong secret whose hint matches the admin's still needs a hash.
+	s := "wrong"
+	for i := 0; model.HintOf(s) != model.HintOf(ts.admin); i++ {
+		s = fmt.Sprint("wrong-", i)
 	}
-	<-done
-	if !saw503 {
-		t.Error("no 503 with Retry-After while the hashing slot was taken")
+	resp, body := ts.do("GET", "/api/v1/users", s, nil)
+	wantError(t, resp, body, http.StatusServiceUnavailable)
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+}
+
+// TestSignatures_wrongSecretsDoNotHash checks a wrong secret whose hint
+// matches no row is refused without trying to hash: with a wait bound that
+// has always passed, any hashing would answer 503.
+func TestSignatures_wrongSecretsDoNotHash(t *testing.T) {
+	ts := newTestServer(t, dbtest.SQLite(t), func(_ *handler.Deps, c *service.SignaturesConfig) { c.Wait = time.Nanosecond })
+	for i := 0; i < 50; i++ {
+		s := fmt.Sprint("random-", i)
+		if model.HintOf(s) == model.HintOf(ts.admin) || model.HintOf(s) == model.HintOf(ts.client) {
+			continue
+		}
+		resp, body := ts.do("GET", "/api/v1/users", s, nil)
+		wantError(t, resp, body, http.StatusUnauthorized)
 	}
 }

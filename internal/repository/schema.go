@@ -39,6 +39,7 @@ func (appRow) TableName() string { return "apps" }
 type signatureRow struct {
 	ID         int64      `gorm:"column:id;primaryKey"`
 	Signature  string     `gorm:"column:signature;type:text"`
+	Hint       string     `gorm:"column:hint;type:text"`
 	Role       string     `gorm:"column:role;type:text"`
 	CreatedAt  time.Time  `gorm:"column:created_at"`
 	LastUsedAt *time.Time `gorm:"column:last_used_at"`

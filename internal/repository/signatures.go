@@ -29,19 +29,19 @@ func (s *Signatures) List(ctx context.Context) ([]model.Signature, error) {
 	return out, nil
 }
 
-// Create stores a new signature with the given hash and role.
-func (s *Signatures) Create(ctx context.Context, hash, role string) (model.Signature, error) {
-	row := signatureRow{Signature: hash, Role: role}
+// Create stores sig's hash, hint and role as a new signature.
+func (s *Signatures) Create(ctx context.Context, sig model.Signature) (model.Signature, error) {
+	row := signatureRow{Signature: sig.Hash, Hint: sig.Hint, Role: sig.Role}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
 		return model.Signature{}, translate(err, "signature")
 	}
 	return toSignature(row), nil
 }
 
-// CreateIfEmpty stores a signature made by hash only when the table holds
-// none, atomically even with several servers starting at once. created
-// reports whether it stored one.
-func (s *Signatures) CreateIfEmpty(ctx context.Context, role string, hash func() (string, error)) (created bool, err error) {
+// CreateIfEmpty stores the signature that make returns only when the table
+// holds none, atomically even with several servers starting at once.
+// created reports whether it stored one.
+func (s *Signatures) CreateIfEmpty(ctx context.Context, make func() (model.Signature, error)) (created bool, err error) {
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if tx.Dialector.Name() == "postgres" {
 			if err := tx.Exec("LOCK TABLE middlewares IN SHARE ROW EXCLUSIVE MODE").Error; err != nil {
@@ -52,12 +52,12 @@ func (s *Signatures) CreateIfEmpty(ctx context.Context, role string, hash func()
 		if err := tx.Model(&signatureRow{}).Count(&n).Error; err != nil || n > 0 {
 			return err
 		}
-		h, err := hash()
+		sig, err := make()
 		if err != nil {
 			return err
 		}
 		created = true
-		return tx.Create(&signatureRow{Signature: h, Role: role}).Error
+		return tx.Create(&signatureRow{Signature: sig.Hash, Hint: sig.Hint, Role: sig.Role}).Error
 	})
 	if err != nil {
 		return false, translate(err, "bootstrap signature")
@@ -65,9 +65,11 @@ func (s *Signatures) CreateIfEmpty(ctx context.Context, role string, hash func()
 	return created, nil
 }
 
-// SetHash replaces the stored hash of signature id.
-func (s *Signatures) SetHash(ctx context.Context, id int64, hash string) error {
-	return translate(s.db.WithContext(ctx).Model(&signatureRow{}).Where("id = ?", id).Update("signature", hash).Error, "signature")
+// Rehash replaces the stored hash and hint of signature id.
+func (s *Signatures) Rehash(ctx context.Context, id int64, hash, hint string) error {
+	err := s.db.WithContext(ctx).Model(&signatureRow{}).Where("id = ?", id).
+		Updates(map[string]any{"signature": hash, "hint": hint}).Error
+	return translate(err, "signature")
 }
 
 // Touch records that signature id was used at t.
@@ -88,7 +90,7 @@ func (s *Signatures) Delete(ctx context.Context, id int64) error {
 }
 
 func toSignature(r signatureRow) model.Signature {
-	sig := model.Signature{ID: r.ID, Hash: r.Signature, Role: r.Role, CreatedAt: r.CreatedAt}
+	sig := model.Signature{ID: r.ID, Hash: r.Signature, Hint: r.Hint, Role: r.Role, CreatedAt: r.CreatedAt}
 	if r.LastUsedAt != nil {
 		sig.LastUsedAt = *r.LastUsedAt
 	}

@@ -23,12 +23,12 @@ import (
 type SignatureStore interface {
 	// List returns every signature ordered by id.
 	List(ctx context.Context) ([]model.Signature, error)
-	// Create stores a signature with the given hash and role.
-	Create(ctx context.Context, hash, role string) (model.Signature, error)
-	// CreateIfEmpty stores a signature made by hash only when there is none.
-	CreateIfEmpty(ctx context.Context, role string, hash func() (string, error)) (bool, error)
-	// SetHash replaces a signature's hash.
-	SetHash(ctx context.Context, id int64, hash string) error
+	// Create stores a signature's hash, hint and role.
+	Create(ctx context.Context, sig model.Signature) (model.Signature, error)
+	// CreateIfEmpty stores the signature make returns only when there is none.
+	CreateIfEmpty(ctx context.Context, make func() (model.Signature, error)) (bool, error)
+	// Rehash replaces a signature's hash and hint.
+	Rehash(ctx context.Context, id int64, hash, hint string) error
 	// Touch records a signature's use; NotFound is not reported.
 	Touch(ctx context.Context, id int64, t time.Time) error
 	// Delete removes a signature; NotFound when absent.
@@ -109,13 +109,19 @@ func (s *Signatures) Authenticate(ctx context.Context, secret string) (model.Sig
 	if s.failed.Contains(key) {
 		return model.Signature{}, errUnauthorized
 	}
-	ids := make([]int64, 0, len(rows))
-	for id := range rows {
-		ids = append(ids, id)
+	// Only rows whose hint matches can match; rows from before hints
+	// existed always might.
+	hint := model.HintOf(secret)
+	var ids []int64
+	for id, sig := range rows {
+		if sig.Hint == hint || sig.Hint == "" {
+			ids = append(ids, id)
+		}
 	}
 	slices.Sort(ids)
+	deadline := time.Now().Add(s.cfg.Wait)
 	for _, id := range ids {
-		match, err := s.verify(ctx, secret, rows[id].Hash)
+		match, err := s.verify(ctx, secret, rows[id].Hash, deadline)
 		if err != nil {
 			return model.Signature{}, err
 		}
@@ -146,16 +152,23 @@ func (s *Signatures) Cached(ctx context.Context, secret string) (model.Signature
 	return sig, true
 }
 
+var errBusy = model.Errorf(model.Unavailable, "The server is busy checking signatures; retry shortly.")
+
 var errUnauthorized = model.Errorf(model.Unauthorized, "A valid signature header is required.")
 
-// verify runs one Argon2id comparison in a bounded slot.
-func (s *Signatures) verify(ctx context.Context, secret, hash string) (bool, error) {
-	timer := time.NewTimer(s.cfg.Wait)
+// verify runs one Argon2id comparison in a bounded slot, waiting for one no
+// later than deadline.
+func (s *Signatures) verify(ctx context.Context, secret, hash string, deadline time.Time) (bool, error) {
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return false, errBusy
+	}
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case s.slots <- struct{}{}:
 	case <-timer.C:
-		return false, model.Errorf(model.Unavailable, "The server is busy checking signatures; retry shortly.")
+		return false, errBusy
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
@@ -258,7 +271,7 @@ func (s *Signatures) Create(ctx context.Context, role string) (string, model.Sig
 	if err != nil {
 		return "", model.Signature{}, err
 	}
-	sig, err := s.store.Create(ctx, hash, role)
+	sig, err := s.store.Create(ctx, model.Signature{Hash: hash, Hint: model.HintOf(secret), Role: role})
 	if err != nil {
 		return "", model.Signature{}, err
 	}
@@ -276,7 +289,10 @@ func (s *Signatures) Bootstrap(ctx context.Context, secret string) (generated st
 		}
 		secret = generated
 	}
-	created, err := s.store.CreateIfEmpty(ctx, model.RoleAdmin, func() (string, error) { return s.hash(secret) })
+	created, err := s.store.CreateIfEmpty(ctx, func() (model.Signature, error) {
+		hash, err := s.hash(secret)
+		return model.Signature{Hash: hash, Hint: model.HintOf(secret), Role: model.RoleAdmin}, err
+	})
 	if err != nil || !created {
 		return "", err
 	}
@@ -305,7 +321,7 @@ func (s *Signatures) UpgradePlaintext(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if err := s.store.SetHash(ctx, sig.ID, hash); err != nil {
+		if err := s.store.Rehash(ctx, sig.ID, hash, model.HintOf(sig.Hash)); err != nil {
 			return n, err
 		}
 		n++
