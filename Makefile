@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/wemesse
 LDFLAGS ?= -s -w
 
-.PHONY: run build test vet fmt-check clean
+.PHONY: run build test vet fmt-check clean bench-auth
 
 run:
 	$(GO) run ./cmd/wemesse serve
@@ -24,3 +24,8 @@ fmt-check:
 
 clean:
 	rm -rf bin data
+
+# Load test of the signature checks against a freshly built server on
+# 127.0.0.1; fails when a target is missed (see cmd/wemesse-bench).
+bench-auth:
+	$(GO) run ./cmd/wemesse-bench auth

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// A scenario is one benchmark: it starts what it needs (usually the server,
+// through bench.startServer), measures, and adds rows to the report. To add
+// one, implement this interface and list it in scenarios.
+type scenario interface {
+	// Name is the subcommand that selects the scenario.
+	Name() string
+	// Summary is one line for `wemesse-bench list`.
+	Summary() string
+	// SetFlags registers the scenario's own flags, with their defaults.
+	SetFlags(fs *flag.FlagSet)
+	// Run measures and records every value in rep. It must bound every loop
+	// in count and time, target only 127.0.0.1, and stop whatever it
+	// started before returning.
+	Run(ctx context.Context, b *bench, rep *report) error
+}
+
+// scenarios lists every scenario, the default first.
+func scenarios() []scenario {
+	return []scenario{
+		&authScenario{},
+	}
+}
+
+func lookupScenario(name string) (scenario, bool) {
+	for _, sc := range scenarios() {
+		if sc.Name() == name {
+			return sc, true
+		}
+	}
+	return nil, false
+}
+
+// options are the flags every scenario shares.
+type options struct {
+	serverPath string    // a prebuilt server binary; empty: build bin/wemesse
+	noFail     bool      // report failed targets without failing the run
+	serverEnv  envSetter // extra settings for every server started
+}
+
+func (o *options) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.serverPath, "server", "", "server binary to run (default: build bin/wemesse with CGO_ENABLED=0)")
+	fs.BoolVar(&o.noFail, "no-fail", false, "only report failed targets; exit 0")
+	fs.Var(&o.serverEnv, "set", "`WEMESSE_NAME=VALUE` for every server started (repeatable), e.g. -set WEMESSE_ARGON2_CONCURRENCY=4")
+}
+
+// harnessOwned are the settings the harness always chooses itself.
+var harnessOwned = []string{"WEMESSE_ADDR", "WEMESSE_DATABASE_URL", "WEMESSE_UPLOAD_DIR", "WEMESSE_SIGNATURE", "WEMESSE_PUBLIC_URL"}
+
+// envSetter collects -set NAME=VALUE flags.
+type envSetter map[string]string
+
+func (e *envSetter) String() string {
+	if e == nil || len(*e) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(*e)) {
+		parts = append(parts, k+"="+(*e)[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+func (e *envSetter) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || !strings.HasPrefix(k, "WEMESSE_") {
+		return errors.New("want WEMESSE_NAME=VALUE")
+	}
+	if slices.Contains(harnessOwned, k) {
+		return fmt.Errorf("%s is chosen by the harness", k)
+	}
+	if *e == nil {
+		*e = envSetter{}
+	}
+	(*e)[k] = v
+	return nil
+}
+
+// bench is what a scenario gets from the harness.
+type bench struct {
+	opts   options
+	stderr io.Writer
+
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+}
+
+// logf writes a progress line to stderr; stdout carries only the report.
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.stderr, "%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// serverBinary returns the server binary: -server, or bin/wemesse built
+// once from this module.
+func (b *bench) serverBinary(ctx context.Context) (string, error) {
+	b.buildOnce.Do(func() {
+		if b.opts.serverPath != "" {
+			b.binary, b.buildErr = filepath.Abs(b.opts.serverPath)
+			if b.buildErr == nil {
+				b.buildErr = checkExecutable(b.binary)
+			}
+			return
+		}
+		b.binary, b.buildErr = b.buildServer(ctx)
+	})
+	return b.binary, b.buildErr
+}
+
+// buildServer runs `CGO_ENABLED=0 go build -o bin/wemesse ./cmd/wemesse` in
+// the module root, which `go env GOMOD` locates from the working directory.
+func (b *bench) buildServer(ctx context.Context) (string, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return "", errors.New("the go tool is not on PATH; pass -server PATH to use a built server")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, goTool, "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the server's Go module; run from the repository or pass -server PATH")
+	}
+	root := filepath.Dir(gomod)
+	bin := filepath.Join(root, "bin", "wemesse")
+	b.logf("building %s", bin)
+	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "./cmd/wemesse")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the server: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+func checkExecutable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("server binary: %w", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("server binary %s is not an executable file", path)
+	}
+	return nil
+}
