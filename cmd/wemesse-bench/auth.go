@@ -229,7 +229,7 @@ func (a *authScenario) coldWarm(ctx context.Context, b *bench, rep *report, srv 
 	for i, s := range cold {
 		parts[i] = fmt.Sprintf("row %d: %s", s.id, fmtDuration(s.first))
 	}
-	rep.notef("cold check by signature row: %s. An uncached secret is compared with every row in id order until one matches, so a cold check costs one Argon2id per row up to its own, and a wrong secret one per row (%d rows here).",
+	rep.notef("cold check by signature row: %s. An uncached secret is hashed only against rows whose hint (two bytes of its SHA-256) matches, so a cold check costs about one Argon2id whatever the row, and a wrong secret almost never costs one (%d rows here).",
 		strings.Join(parts, ", "), int(cold[len(cold)-1].id))
 	return nil
 }
