@@ -2,6 +2,7 @@ package handler_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -166,5 +167,57 @@ func TestDownloads_countCompletedOnly(t *testing.T) {
 		if n := downloads(); n != 2 {
 			t.Errorf("Downloads = %v after a full GET and a HEAD, want 2", n)
 		}
+	})
+}
+
+// TestStats counts devices per release on both databases: the build for
+// their ABI, else the universal one, whatever order the builds came in.
+func TestStats(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ts := newTestServer(t, dsn)
+		ts.mustUpload("2268_00", "targetABI", "arm64") // 1: before its universal build
+		ts.mustUpload("2268_00")                       // 2
+		ts.mustUpload("2269_00", "targetABI", "x86")   // 3
+		ts.mustUpload("2269_00", "targetABI", "arm")   // 4
+		now := time.Now().Unix()
+		for i, d := range []struct {
+			version string
+			active  int64
+		}{
+			{"2268_00arm64", now}, {"2268_00", now}, {"2268_00x86", now - 40*86400}, {"2269_00x86", now}, {"2269_00arm64", now}, {"1_0", now},
+		} {
+			body := fmt.Sprintf(`{"SessionID": %d, "AppVersion": %q, "DeviceMac": "m", "SessionActivity": %d}`, i+1, d.version, d.active)
+			if resp, b := ts.do("POST", "/api/v1/users", ts.client, strings.NewReader(body)); resp.StatusCode != 200 {
+				t.Fatalf("report: %d %s", resp.StatusCode, b)
+			}
+		}
+		resp, body := ts.do("GET", "/api/v1/stats", ts.admin, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("stats: %d %s", resp.StatusCode, body)
+		}
+		var got struct {
+			Releases []struct {
+				Id                          int64
+				Devices, Active30d, Uploads int64
+			}
+			Totals struct{ Devices, Active30d, Uploads int64 }
+		}
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatal(err)
+		}
+		// arm64 and no-suffix (arm64) devices count on 1; x86 on 2268_00 has
+		// no build of its own, so on 2; 2269_00 has no arm64 build and no
+		// universal one, so that device counts nowhere; 1_0 has no release.
+		want := map[int64][2]int64{1: {2, 2}, 2: {1, 0}, 3: {1, 1}, 4: {0, 0}}
+		for _, r := range got.Releases {
+			if w := want[r.Id]; r.Devices != w[0] || r.Active30d != w[1] || r.Uploads != r.Devices {
+				t.Errorf("release %d: Devices %d Active30d %d Uploads %d, want %d %d and Uploads = Devices", r.Id, r.Devices, r.Active30d, r.Uploads, w[0], w[1])
+			}
+		}
+		if got.Totals.Devices != 4 || got.Totals.Active30d != 3 {
+			t.Errorf("totals = %+v, want 4 devices, 3 active", got.Totals)
+		}
+		resp, b := ts.do("GET", "/api/v1/stats", ts.client, nil)
+		wantError(t, resp, b, http.StatusForbidden)
 	})
 }

@@ -57,7 +57,7 @@ func decode[T any](w http.ResponseWriter, r *http.Request) (T, error) {
 		return v, model.Errorf(model.TooLarge, "The body is larger than %d bytes.", maxJSONBytes)
 	case errors.As(err, &typeErr) && typeErr.Field != "":
 		return v, model.Errorf(model.Invalid, "%s must be a JSON %s.", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
-	case errors.Is(err, io.EOF):
+	case errors.As(err, &typeErr), errors.Is(err, io.EOF):
 		return v, model.Errorf(model.Invalid, "The body must be a JSON object.")
 	}
 	return v, model.Errorf(model.Invalid, "The body is not valid JSON: %s.", strings.TrimPrefix(err.Error(), "json: "))

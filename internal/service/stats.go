@@ -41,10 +41,12 @@ func (s *Stats) Get(ctx context.Context) (model.Stats, error) {
 	type key struct{ version, abi string }
 	index := make(map[key]int, len(releases))
 	var versions []string
+	seen := map[string]bool{}
 	out := model.Stats{Releases: make([]model.ReleaseStats, len(releases))}
 	for i, r := range releases {
-		if _, seen := index[key{r.Version.String(), ""}]; !seen {
-			versions = append(versions, r.Version.String())
+		if v := r.Version.String(); !seen[v] {
+			seen[v] = true
+			versions = append(versions, v)
 		}
 		index[key{r.Version.String(), r.TargetABI}] = i
 		out.Releases[i] = model.ReleaseStats{ID: r.ID, Version: r.Version.String(), TargetABI: r.TargetABI, Uploads: r.Uploads, Downloads: r.Downloads}
