@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/wemesse/server/internal/config"
 	"github.com/wemesse/server/internal/handler"
+	"github.com/wemesse/server/internal/metrics"
 	"github.com/wemesse/server/internal/repository"
 	"github.com/wemesse/server/internal/service"
 	"github.com/wemesse/server/internal/storage"
@@ -58,6 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // app is the wired application.
 type app struct {
 	db         *gorm.DB
+	metrics    *metrics.Metrics
 	files      *storage.Disk
 	releases   *service.Releases
 	users      *service.Users
@@ -80,10 +83,15 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error
 		repository.Close(db)
 		return nil, err
 	}
-	a := &app{db: db, files: files}
+	sqlDB, err := db.DB()
+	if err != nil {
+		repository.Close(db)
+		return nil, err
+	}
+	a := &app{db: db, files: files, metrics: metrics.New(sqlDB)}
 	a.releases = service.NewReleases(repository.NewReleases(db), files, service.ReleasesConfig{
 		PublicURL: cfg.PublicURL, MaxUpload: cfg.MaxUploadBytes, DefaultABI: cfg.DefaultABI,
-		Refresh: cfg.ReleasesRefresh, Key: storage.Key, SafeName: storage.SafeName,
+		Refresh: cfg.ReleasesRefresh, Key: storage.Key, SafeName: storage.SafeName, Observer: a.metrics,
 	}, log)
 	users := repository.NewUsers(db)
 	a.users = service.NewUsers(users, cfg.DefaultABI)
@@ -101,6 +109,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error
 		CacheSize:   cfg.AuthCacheSize,
 		CacheTTL:    cfg.AuthCacheTTL,
 		Refresh:     cfg.AuthRefresh,
+		Observer:    a.metrics,
 	}, log)
 	return a, nil
 }
@@ -142,12 +151,19 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	go a.releases.Run(ctx)
 
+	var inflight sync.WaitGroup
+	api := handler.NewServer(handler.Deps{
+		Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, Log: log, Metrics: a.metrics,
+		PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes, UpdateMaxAge: cfg.UpdateMaxAge,
+		AuthFailuresPerMinute: cfg.AuthFailuresPerMin, StallTimeout: cfg.StallTimeout,
+		Ready: func(ctx context.Context) error { return repository.Ping(ctx, a.db) },
+	})
 	srv := &http.Server{
 		Addr: cfg.Addr,
-		Handler: handler.NewServer(handler.Deps{
-			Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, Log: log,
-			PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes, UpdateMaxAge: cfg.UpdateMaxAge,
-			AuthFailuresPerMinute: cfg.AuthFailuresPerMin,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			inflight.Add(1)
+			defer inflight.Done()
+			api.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
@@ -168,6 +184,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 	}()
 	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLSCert != "")
+	if cfg.MetricsAddr != "" {
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, a.metrics, log)
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		defer stopMetrics()
+	}
 
 	select {
 	case err := <-errc:
@@ -184,8 +208,38 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	// Requests cut off at the deadline clean up after themselves as their
+	// connections close; wait for that, then make sure no staged file is
+	// left either way.
+	done := make(chan struct{})
+	go func() { inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		log.Warn("requests still running 10s after the shutdown deadline")
+	}
+	if n, err := a.files.CleanStaging(); err != nil {
+		log.Warn("clean staging at shutdown", "err", err)
+	} else if n > 0 {
+		log.Info("removed staged files of uploads cut off by the shutdown", "count", n)
+	}
 	log.Info("stopped")
 	return nil
+}
+
+// serveMetrics serves /metrics on its own listener, so that it is not
+// exposed with the API. The returned function stops it.
+func serveMetrics(addr string, m *metrics.Metrics, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
 }
 
 // signatureCommand runs `wemesse signature ...`.

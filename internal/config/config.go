@@ -26,6 +26,8 @@ type Config struct {
 	DefaultABI      string        // WEMESSE_DEFAULT_ABI: the ABI of a client that names none
 	UpdateMaxAge    time.Duration // WEMESSE_UPDATE_MAX_AGE (seconds): how long clients may cache an update check
 	ReleasesRefresh time.Duration // WEMESSE_RELEASES_REFRESH: how often releases are re-read into memory
+	MetricsAddr     string        // WEMESSE_METRICS_ADDR: listener for /metrics; empty: off
+	StallTimeout    time.Duration // WEMESSE_STALL_TIMEOUT: drop a request that makes no progress this long
 	LogLevel        slog.Level
 
 	Argon2 Argon2 // parameters for new hashes
@@ -66,7 +68,8 @@ var Variables = []string{
 	"WEMESSE_ARGON2_ITERATIONS", "WEMESSE_ARGON2_PARALLELISM", "WEMESSE_ARGON2_CONCURRENCY",
 	"WEMESSE_ARGON2_WAIT", "WEMESSE_AUTH_CACHE_SIZE", "WEMESSE_AUTH_CACHE_TTL", "WEMESSE_AUTH_REFRESH",
 	"WEMESSE_AUTH_FAILURES_PER_MINUTE", "WEMESSE_READ_HEADER_TIMEOUT", "WEMESSE_IDLE_TIMEOUT",
-	"WEMESSE_SHUTDOWN_TIMEOUT", "WEMESSE_UPDATE_MAX_AGE", "WEMESSE_RELEASES_REFRESH",
+	"WEMESSE_SHUTDOWN_TIMEOUT", "WEMESSE_UPDATE_MAX_AGE", "WEMESSE_RELEASES_REFRESH", "WEMESSE_METRICS_ADDR",
+	"WEMESSE_STALL_TIMEOUT",
 }
 
 // Load reads the configuration through getenv and checks it.
@@ -84,6 +87,8 @@ func Load(getenv func(string) string) (Config, error) {
 		DefaultABI:      p.str("WEMESSE_DEFAULT_ABI", "arm64"),
 		UpdateMaxAge:    time.Duration(p.int64("WEMESSE_UPDATE_MAX_AGE", 60, 0, 86400)) * time.Second,
 		ReleasesRefresh: p.duration("WEMESSE_RELEASES_REFRESH", time.Second),
+		MetricsAddr:     getenv("WEMESSE_METRICS_ADDR"),
+		StallTimeout:    p.duration("WEMESSE_STALL_TIMEOUT", 30*time.Second),
 		Argon2: Argon2{
 			Memory:      uint32(p.int64("WEMESSE_ARGON2_MEMORY", 64*1024, 8, MaxArgon2Memory)),
 			Iterations:  uint32(p.int64("WEMESSE_ARGON2_ITERATIONS", 1, 1, MaxArgon2Iterations)),

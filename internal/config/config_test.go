@@ -29,6 +29,7 @@ func defaults() config.Config {
 		DefaultABI:      "arm64",
 		UpdateMaxAge:    time.Minute,
 		ReleasesRefresh: time.Second,
+		StallTimeout:    30 * time.Second,
 		LogLevel:        slog.LevelInfo,
 		Argon2: config.Argon2{
 			Memory:      64 * 1024,

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
 
@@ -97,5 +98,23 @@ func (c *countingWriter) deliveredEnd(size int64) bool {
 func handleHealth() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		encode(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+// handleReady answers GET /readyz: 200 while the database answers, 503
+// with Retry-After while it does not.
+func handleReady(ready func(context.Context) error, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if err := ready(ctx); err != nil {
+				log.WarnContext(r.Context(), "not ready", "request_id", middleware.GetReqID(r.Context()), "err", err)
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusServiceUnavailable, "The database is unavailable; retry shortly.")
+				return
+			}
+		}
+		encode(w, http.StatusOK, map[string]string{"status": "ready"})
 	}
 }

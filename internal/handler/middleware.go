@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/httprate"
 
+	"github.com/wemesse/server/internal/metrics"
 	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/service"
 )
@@ -18,15 +20,20 @@ import (
 // accessLog writes one line per request: request id, method, route
 // pattern, status, bytes and duration. Headers, hence secrets, are never
 // logged.
-func accessLog(log *slog.Logger) func(http.Handler) http.Handler {
+func accessLog(log *slog.Logger, m *metrics.Metrics) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
+			// The id in the log line is the one the client can quote.
+			w.Header().Set("X-Request-Id", middleware.GetReqID(r.Context()))
 			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			defer func() {
 				route := ""
 				if rctx := chi.RouteContext(r.Context()); rctx != nil {
 					route = rctx.RoutePattern()
+				}
+				if m != nil {
+					m.Request(route, r.Method, ww.Status(), time.Since(start))
 				}
 				log.InfoContext(r.Context(), "request",
 					"request_id", middleware.GetReqID(r.Context()),
@@ -145,3 +152,77 @@ type discardHeaders struct{}
 func (discardHeaders) Header() http.Header         { return http.Header{} }
 func (discardHeaders) Write(b []byte) (int, error) { return len(b), nil }
 func (discardHeaders) WriteHeader(int)             {}
+
+// progressDeadlines lets a request live as long as it makes progress: the
+// connection's read deadline moves forward with every body read and its
+// write deadline with every write, each by stall. A phone on a slow network
+// is served; one that stops sending or reading is dropped.
+func progressDeadlines(stall time.Duration, log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if stall <= 0 {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rc := http.NewResponseController(w)
+			extend := func(set func(time.Time) error) {
+				// Unsupported deadlines (a test recorder) just mean no deadline.
+				_ = set(time.Now().Add(stall))
+			}
+			extend(rc.SetReadDeadline)
+			extend(rc.SetWriteDeadline)
+			if r.Body != nil && r.Body != http.NoBody {
+				// Reading moves the write deadline too: the response to a long
+				// upload is written only after its body is read.
+				r.Body = &progressReader{ReadCloser: r.Body, progress: progress{every: stall / 8, extend: func() {
+					extend(rc.SetReadDeadline)
+					extend(rc.SetWriteDeadline)
+				}}}
+			}
+			next.ServeHTTP(&progressWriter{ResponseWriter: w, progress: progress{every: stall / 8, extend: func() { extend(rc.SetWriteDeadline) }}}, r)
+		})
+	}
+}
+
+// progress moves a deadline forward after progress, at most every so often:
+// moving it on each small read or write would cost more than the I/O.
+type progress struct {
+	every  time.Duration
+	last   time.Time
+	extend func()
+}
+
+func (p *progress) made() {
+	if now := time.Now(); now.Sub(p.last) >= p.every {
+		p.last = now
+		p.extend()
+	}
+}
+
+type progressReader struct {
+	io.ReadCloser
+	progress
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.ReadCloser.Read(b)
+	if n > 0 {
+		p.made()
+	}
+	return n, err
+}
+
+type progressWriter struct {
+	http.ResponseWriter
+	progress
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.ResponseWriter.Write(b)
+	if n > 0 {
+		p.made()
+	}
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (p *progressWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }

@@ -11,6 +11,7 @@ func addRoutes(r chi.Router, d Deps) {
 	auth := newAuth(d.Signatures, d.AuthFailuresPerMinute, d.Log)
 
 	r.Get("/healthz", handleHealth())
+	r.Get("/readyz", handleReady(d.Ready, d.Log))
 	r.Get("/uploads/*", handleDownload(d.Releases, d.Log))
 
 	r.Route("/api/v1", func(r chi.Router) {

@@ -4,6 +4,7 @@
 package handler
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/wemesse/server/internal/metrics"
 	"github.com/wemesse/server/internal/service"
 )
 
@@ -27,6 +29,13 @@ type Deps struct {
 	MirrorURL      string // base of links in the update check
 	MaxUploadBytes int64
 	UpdateMaxAge   time.Duration // how long clients may cache an update check
+	// StallTimeout drops a request whose body or response makes no progress
+	// for this long: a slow phone is served, a stalled one is not.
+	StallTimeout time.Duration
+	// Ready reports whether the database answers, for /readyz.
+	Ready func(ctx context.Context) error
+	// Metrics records requests; nil records nothing.
+	Metrics *metrics.Metrics
 	// AuthFailuresPerMinute bounds failed signature checks per client IP.
 	AuthFailuresPerMinute int
 }
@@ -36,8 +45,9 @@ func NewServer(d Deps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID)
 	r.Use(middleware.GetHead)
-	r.Use(accessLog(d.Log))
+	r.Use(accessLog(d.Log, d.Metrics))
 	r.Use(recoverJSON(d.Log))
+	r.Use(progressDeadlines(d.StallTimeout, d.Log))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "No such endpoint: "+r.Method+" "+r.URL.Path+".")
 	})

@@ -7,10 +7,12 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/glebarez/sqlite"
@@ -36,7 +38,7 @@ func Open(ctx context.Context, dsn string) (*gorm.DB, error) {
 	}
 	var dialector gorm.Dialector
 	if config.IsPostgresURL(dsn) {
-		dialector = postgres.Open(dsn)
+		dialector = postgres.Open(withConnectTimeout(dsn))
 	} else {
 		if dir := filepath.Dir(dsn); dir != "." {
 			if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -78,6 +80,15 @@ func Open(ctx context.Context, dsn string) (*gorm.DB, error) {
 	return db, nil
 }
 
+// Ping checks that the database answers.
+func Ping(ctx context.Context, db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	return translate(sqlDB.PingContext(ctx), "database")
+}
+
 // Close closes the database's connection pool.
 func Close(db *gorm.DB) error {
 	sqlDB, err := db.DB()
@@ -103,9 +114,32 @@ func translate(err error, what string) error {
 	return fmt.Errorf("repository: %s: %w", what, err)
 }
 
-// unavailable reports whether err means the database cannot be reached.
+// unavailable reports whether err means the database cannot be reached or
+// is going away, rather than that the request was wrong.
 func unavailable(err error) bool {
 	var netErr net.Error
 	var connErr *pgconn.ConnectError
-	return errors.As(err, &netErr) || errors.As(err, &connErr) || errors.Is(err, driver.ErrBadConn)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.As(err, &netErr), errors.As(err, &connErr), pgconn.Timeout(err), pgconn.SafeToRetry(err):
+		return true
+	case errors.As(err, &pgErr):
+		// Class 08: connection exceptions; 57P0x: the server shuts down.
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")
+	}
+	return false
+}
+
+// withConnectTimeout bounds how long opening a connection may take, so that
+// requests fail promptly while the database is unreachable.
+func withConnectTimeout(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Query().Has("connect_timeout") {
+		return dsn
+	}
+	q := u.Query()
+	q.Set("connect_timeout", "3")
+	u.RawQuery = q.Encode()
+	return u.String()
 }

@@ -4,6 +4,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
@@ -77,6 +78,7 @@ type Releases struct {
 	maxUpload  int64
 	defaultABI string
 	refresh    time.Duration
+	observer   Observer
 	log        *slog.Logger
 
 	// current is every release as last read, for the update check, which
@@ -99,6 +101,8 @@ type ReleasesConfig struct {
 	DefaultABI string // ABI of a client that names none
 	// Refresh is how often Run re-reads the releases.
 	Refresh time.Duration
+	// Observer counts upload bytes; nil: NopObserver.
+	Observer Observer
 
 	// Key and SafeName come from the storage in use.
 	Key      func(version, abi, name string) string
@@ -109,7 +113,8 @@ type ReleasesConfig struct {
 func NewReleases(store ReleaseStore, files Files, cfg ReleasesConfig, log *slog.Logger) *Releases {
 	return &Releases{
 		store: store, files: files, keyOf: cfg.Key, safeName: cfg.SafeName,
-		publicURL: cfg.PublicURL, maxUpload: cfg.MaxUpload, defaultABI: cfg.DefaultABI, refresh: cfg.Refresh, log: log,
+		publicURL: cfg.PublicURL, maxUpload: cfg.MaxUpload, defaultABI: cfg.DefaultABI, refresh: cfg.Refresh,
+		observer: cmp.Or[Observer](cfg.Observer, NopObserver{}), log: log,
 	}
 }
 
@@ -366,6 +371,9 @@ func (s *Releases) readForm(ctx context.Context, form Form, u *upload) error {
 					return model.Errorf(model.Invalid, "targetABI must be empty or one of arm, arm64, x86, x86_64.")
 				}
 			case "rollout":
+				if strings.TrimSpace(value) == "" {
+					break // an empty field, as Postman sends a blank row: the default
+				}
 				n, err := strconv.Atoi(strings.TrimSpace(value))
 				if err != nil || n < 1 || n > model.FullRollout {
 					return model.Errorf(model.Invalid, "rollout must be an integer from 1 to 100.")
@@ -391,6 +399,7 @@ func (s *Releases) stage(ctx context.Context, p Part, u *upload) error {
 	md5h, sha := md5.New(), sha256.New()
 	body := io.TeeReader(&limitedReader{r: p.Body, limit: s.maxUpload}, io.MultiWriter(md5h, sha))
 	staged, size, err := s.files.Stage(ctx, body)
+	s.observer.UploadBytes(size)
 	if err != nil {
 		return err
 	}

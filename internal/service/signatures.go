@@ -52,6 +52,7 @@ type SignaturesConfig struct {
 	CacheSize   int             // entries in each of the verified and failed caches
 	CacheTTL    time.Duration
 	Refresh     time.Duration // how often the table is re-read
+	Observer    Observer      // nil: NopObserver
 }
 
 // Signatures checks secrets against the Argon2id hashes in the store.
@@ -89,6 +90,9 @@ func NewSignatures(store SignatureStore, cfg SignaturesConfig, log *slog.Logger)
 		touched: map[int64]time.Time{},
 	}
 	s.rows.Store(&map[int64]model.Signature{})
+	if s.cfg.Observer == nil {
+		s.cfg.Observer = NopObserver{}
+	}
 	return s
 }
 
@@ -107,8 +111,10 @@ func (s *Signatures) Authenticate(ctx context.Context, secret string) (model.Sig
 	key := sha256.Sum256([]byte(secret))
 	rows := *s.rows.Load()
 	if s.failed.Contains(key) {
+		s.cfg.Observer.AuthCache("failed_hit")
 		return model.Signature{}, errUnauthorized
 	}
+	s.cfg.Observer.AuthCache("miss")
 	// Only rows whose hint matches can match; rows from before hints
 	// existed always might.
 	hint := model.HintOf(secret)
@@ -148,6 +154,7 @@ func (s *Signatures) Cached(ctx context.Context, secret string) (model.Signature
 		s.ok.Remove(key) // revoked
 		return model.Signature{}, false
 	}
+	s.cfg.Observer.AuthCache("hit")
 	s.touch(ctx, id)
 	return sig, true
 }
@@ -161,6 +168,7 @@ var errUnauthorized = model.Errorf(model.Unauthorized, "A valid signature header
 func (s *Signatures) verify(ctx context.Context, secret, hash string, deadline time.Time) (bool, error) {
 	wait := time.Until(deadline)
 	if wait <= 0 {
+		s.cfg.Observer.Verification("busy")
 		return false, errBusy
 	}
 	timer := time.NewTimer(wait)
@@ -168,6 +176,7 @@ func (s *Signatures) verify(ctx context.Context, secret, hash string, deadline t
 	select {
 	case s.slots <- struct{}{}:
 	case <-timer.C:
+		s.cfg.Observer.Verification("busy")
 		return false, errBusy
 	case <-ctx.Done():
 		return false, ctx.Err()
@@ -175,7 +184,12 @@ func (s *Signatures) verify(ctx context.Context, secret, hash string, deadline t
 	defer func() { <-s.slots }()
 	match, err := argon2id.ComparePasswordAndHash(secret, hash)
 	if err != nil {
-		return false, nil // Load already refused malformed hashes
+		match = false // Load already refused malformed hashes
+	}
+	if match {
+		s.cfg.Observer.Verification("match")
+	} else {
+		s.cfg.Observer.Verification("mismatch")
 	}
 	return match, nil
 }
