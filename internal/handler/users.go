@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strconv"
 
 	"github.com/go-chi/chi/v5/middleware"
 
@@ -73,13 +74,18 @@ func handleUserReport(users *service.Users, log *slog.Logger) http.HandlerFunc {
 	}
 }
 
-// handleUserList answers GET /api/v1/users, streaming the array as rows
-// arrive so that no list is held whole in memory.
+// handleUserList answers GET /api/v1/users[?limit=N&after=ID], streaming
+// the array as rows arrive so that no list is held whole in memory.
 func handleUserList(users *service.Users, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		page, err := pageOf(r)
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
 		started := false
 		buf := make([]byte, 0, 512)
-		err := users.Each(r.Context(), func(u model.User) error {
+		err = users.Each(r.Context(), page, func(u model.User) error {
 			sep := byte(',')
 			if !started {
 				started, sep = true, '['
@@ -108,4 +114,26 @@ func handleUserList(users *service.Users, log *slog.Logger) http.HandlerFunc {
 			w.Write([]byte("]\n"))
 		}
 	}
+}
+
+// pageOf reads ?limit=N&after=ID; both are optional.
+func pageOf(r *http.Request) (model.Page, error) {
+	var p model.Page
+	q := r.URL.Query()
+	bad := model.Errorf(model.Invalid, "after must be a non-negative id and limit an integer from 1 to %d.", model.MaxPageLimit)
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return p, bad
+		}
+		p.After = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return p, bad
+		}
+		p.Limit = n
+	}
+	return p, p.Validate()
 }

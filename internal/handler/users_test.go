@@ -87,6 +87,22 @@ func TestUserReport(t *testing.T) {
 		for _, u := range list {
 			wantKeys(t, u, userKeys...)
 		}
+		for query, want := range map[string]string{
+			"?limit=2": "1,2", "?after=2": "3", "?after=1&limit=1": "2", "?after=3": "", "?limit=100000": "1,2,3",
+		} {
+			resp, body := ts.do("GET", "/api/v1/users"+query, ts.admin, nil)
+			var ids []string
+			for _, u := range decodeArray(t, body) {
+				ids = append(ids, fmt.Sprint(u["ID"]))
+			}
+			if resp.StatusCode != 200 || strings.Join(ids, ",") != want {
+				t.Errorf("GET /api/v1/users%s: %d ids %v, want %s", query, resp.StatusCode, ids, want)
+			}
+		}
+		for _, query := range []string{"?limit=0", "?limit=x", "?after=-1", "?limit=100001", "?after=1.5"} {
+			resp, body := ts.do("GET", "/api/v1/users"+query, ts.admin, nil)
+			wantError(t, resp, body, http.StatusBadRequest)
+		}
 	})
 }
 

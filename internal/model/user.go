@@ -2,6 +2,24 @@ package model
 
 import "unicode/utf8"
 
+// Page selects part of a list ordered by id: the rows with id above After,
+// at most Limit of them (0: no limit).
+type Page struct {
+	After int64
+	Limit int
+}
+
+// MaxPageLimit bounds Page.Limit.
+const MaxPageLimit = 100000
+
+// Validate checks the page's bounds.
+func (p Page) Validate() error {
+	if p.After < 0 || p.Limit < 0 || p.Limit > MaxPageLimit {
+		return Errorf(Invalid, "after must be a non-negative id and limit an integer from 1 to %d.", MaxPageLimit)
+	}
+	return nil
+}
+
 // MaxTextLen bounds every text field of a device report, in characters.
 const MaxTextLen = 256
 

@@ -85,9 +85,13 @@ func (r *Users) count(tx *gorm.DB, counted bool, version, abi string, err error)
 
 // Each calls fn for every user in id order, streaming rows from a cursor so
 // that no list is ever held whole in memory. It stops at fn's first error.
-func (r *Users) Each(ctx context.Context, fn func(model.User) error) error {
+func (r *Users) Each(ctx context.Context, page model.Page, fn func(model.User) error) error {
 	db := r.db.WithContext(ctx)
-	rows, err := db.Model(&userRow{}).Order("id").Rows()
+	q := db.Model(&userRow{}).Where("id > ?", page.After).Order("id")
+	if page.Limit > 0 {
+		q = q.Limit(page.Limit)
+	}
+	rows, err := q.Rows()
 	if err != nil {
 		return translate(err, "user list")
 	}

@@ -11,8 +11,8 @@ type UserStore interface {
 	// Upsert stores u by (SessionID, DeviceMac) and counts a new or changed
 	// version on the release for abi.
 	Upsert(ctx context.Context, u model.User, abi string) (model.User, error)
-	// Each calls fn for every user in id order, streaming.
-	Each(ctx context.Context, fn func(model.User) error) error
+	// Each calls fn for every user of page in id order, streaming.
+	Each(ctx context.Context, page model.Page, fn func(model.User) error) error
 }
 
 // Users is the device registry.
@@ -40,7 +40,10 @@ func (s *Users) Report(ctx context.Context, u model.User) (model.User, error) {
 	return s.store.Upsert(ctx, u, abi)
 }
 
-// Each calls fn for every user in id order.
-func (s *Users) Each(ctx context.Context, fn func(model.User) error) error {
-	return s.store.Each(ctx, fn)
+// Each calls fn for every user of page in id order. Invalid for a bad page.
+func (s *Users) Each(ctx context.Context, page model.Page, fn func(model.User) error) error {
+	if err := page.Validate(); err != nil {
+		return err
+	}
+	return s.store.Each(ctx, page, fn)
 }
