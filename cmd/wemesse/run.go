@@ -94,7 +94,16 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error
 		Refresh: cfg.ReleasesRefresh, Key: storage.Key, SafeName: storage.SafeName, Observer: a.metrics,
 	}, log)
 	users := repository.NewUsers(db)
-	a.users = service.NewUsers(users, cfg.DefaultABI)
+	writers := cfg.DeviceWriters
+	if writers == 0 {
+		writers = 1 // SQLite has one writer at a time anyway
+		if cfg.IsPostgres() {
+			writers = 4
+		}
+	}
+	a.users = service.NewUsers(users, service.UsersConfig{
+		DefaultABI: cfg.DefaultABI, Writers: writers, MaxBatch: cfg.DeviceBatch, Observer: a.metrics,
+	})
 	a.stats = service.NewStats(repository.NewReleases(db), users, cfg.DefaultABI, time.Now)
 	a.signatures = service.NewSignatures(repository.NewSignatures(db), service.SignaturesConfig{
 		Params: argon2id.Params{
@@ -114,6 +123,12 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error
 	return a, nil
 }
 
+// close writes what is queued, then closes the database.
+func (a *app) close() {
+	a.users.Close()
+	repository.Close(a.db)
+}
+
 // serve runs the HTTP server until ctx ends, then shuts down gracefully.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.Info("starting", "config", cfg)
@@ -121,7 +136,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer repository.Close(a.db)
+	defer a.close()
 
 	if n, err := a.files.CleanStaging(); err != nil {
 		return err
@@ -251,7 +266,7 @@ func signatureCommand(ctx context.Context, cfg config.Config, log *slog.Logger, 
 	if err != nil {
 		return err
 	}
-	defer repository.Close(a.db)
+	defer a.close()
 	switch args[0] {
 	case "create":
 		fs := flag.NewFlagSet("signature create", flag.ContinueOnError)

@@ -28,6 +28,8 @@ type Config struct {
 	ReleasesRefresh time.Duration // WEMESSE_RELEASES_REFRESH: how often releases are re-read into memory
 	MetricsAddr     string        // WEMESSE_METRICS_ADDR: listener for /metrics; empty: off
 	StallTimeout    time.Duration // WEMESSE_STALL_TIMEOUT: drop a request that makes no progress this long
+	DeviceWriters   int           // WEMESSE_DEVICE_WRITERS: concurrent device-session transactions; 0: 4 on PostgreSQL, 1 on SQLite
+	DeviceBatch     int           // WEMESSE_DEVICE_BATCH: most device sessions per transaction
 	LogLevel        slog.Level
 
 	Argon2 Argon2 // parameters for new hashes
@@ -69,7 +71,7 @@ var Variables = []string{
 	"WEMESSE_ARGON2_WAIT", "WEMESSE_AUTH_CACHE_SIZE", "WEMESSE_AUTH_CACHE_TTL", "WEMESSE_AUTH_REFRESH",
 	"WEMESSE_AUTH_FAILURES_PER_MINUTE", "WEMESSE_READ_HEADER_TIMEOUT", "WEMESSE_IDLE_TIMEOUT",
 	"WEMESSE_SHUTDOWN_TIMEOUT", "WEMESSE_UPDATE_MAX_AGE", "WEMESSE_RELEASES_REFRESH", "WEMESSE_METRICS_ADDR",
-	"WEMESSE_STALL_TIMEOUT",
+	"WEMESSE_STALL_TIMEOUT", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH",
 }
 
 // Load reads the configuration through getenv and checks it.
@@ -89,6 +91,8 @@ func Load(getenv func(string) string) (Config, error) {
 		ReleasesRefresh: p.duration("WEMESSE_RELEASES_REFRESH", time.Second),
 		MetricsAddr:     getenv("WEMESSE_METRICS_ADDR"),
 		StallTimeout:    p.duration("WEMESSE_STALL_TIMEOUT", 30*time.Second),
+		DeviceWriters:   int(p.int64("WEMESSE_DEVICE_WRITERS", 0, 0, 64)),
+		DeviceBatch:     int(p.int64("WEMESSE_DEVICE_BATCH", 256, 1, 1000)),
 		Argon2: Argon2{
 			Memory:      uint32(p.int64("WEMESSE_ARGON2_MEMORY", 64*1024, 8, MaxArgon2Memory)),
 			Iterations:  uint32(p.int64("WEMESSE_ARGON2_ITERATIONS", 1, 1, MaxArgon2Iterations)),

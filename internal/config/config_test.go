@@ -30,6 +30,7 @@ func defaults() config.Config {
 		UpdateMaxAge:    time.Minute,
 		ReleasesRefresh: time.Second,
 		StallTimeout:    30 * time.Second,
+		DeviceBatch:     256,
 		LogLevel:        slog.LevelInfo,
 		Argon2: config.Argon2{
 			Memory:      64 * 1024,

@@ -80,7 +80,12 @@ func newTestServer(tb testing.TB, dsn string, opts ...serverOption) *testServer 
 		PublicURL: publicURL, MaxUpload: deps.MaxUploadBytes, DefaultABI: "arm64", Refresh: 100 * time.Millisecond,
 		Key: storage.Key, SafeName: storage.SafeName,
 	}, log)
-	deps.Users = service.NewUsers(repository.NewUsers(db), "arm64")
+	writers := 1
+	if strings.HasPrefix(dsn, "postgres") {
+		writers = 4
+	}
+	deps.Users = service.NewUsers(repository.NewUsers(db), service.UsersConfig{DefaultABI: "arm64", Writers: writers, MaxBatch: 64})
+	tb.Cleanup(deps.Users.Close)
 	deps.Stats = service.NewStats(repository.NewReleases(db), repository.NewUsers(db), "arm64", time.Now)
 	go deps.Releases.Run(ctx)
 	deps.Signatures = service.NewSignatures(repository.NewSignatures(db), sigCfg, log)

@@ -159,7 +159,7 @@ func FuzzUserValidate(f *testing.F) {
 			return
 		}
 		for _, s := range []string{u.AppLocale, u.AppVersion, u.TargetABI, u.DeviceLocale, u.DeviceMac, u.DeviceModel, u.DeviceSDK, u.TgVersion} {
-			if !utf8.ValidString(s) || utf8.RuneCountInString(s) > MaxTextLen {
+			if !utf8.ValidString(s) || strings.ContainsRune(s, 0) || utf8.RuneCountInString(s) > MaxTextLen {
 				t.Fatalf("accepted text %q is not valid UTF-8 of at most %d characters", s, MaxTextLen)
 			}
 		}
@@ -191,7 +191,7 @@ func refValid(u User) (bool, string) {
 		return false, "zero SessionID"
 	}
 	for _, s := range []string{u.AppLocale, u.AppVersion, u.TargetABI, u.DeviceLocale, u.DeviceMac, u.DeviceModel, u.DeviceSDK, u.TgVersion} {
-		if !utf8.ValidString(s) || utf8.RuneCountInString(s) > MaxTextLen {
+		if !utf8.ValidString(s) || strings.ContainsRune(s, 0) || utf8.RuneCountInString(s) > MaxTextLen {
 			return false, "a text is not UTF-8 or too long"
 		}
 	}

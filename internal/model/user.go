@@ -1,6 +1,16 @@
 package model
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// DeviceReport is one device session to store, with the ABI whose release
+// counts it.
+type DeviceReport struct {
+	User User
+	ABI  string
+}
 
 // Page selects part of a list ordered by id: the rows with id above After,
 // at most Limit of them (0: no limit).
@@ -51,8 +61,8 @@ func (u *User) Validate() error {
 		{"TgVersion", u.TgVersion}, {"TargetABI", u.TargetABI},
 	}
 	for _, f := range texts {
-		if !utf8.ValidString(f.value) {
-			return Errorf(Invalid, "%s must be valid UTF-8.", f.name)
+		if !utf8.ValidString(f.value) || strings.ContainsRune(f.value, 0) {
+			return Errorf(Invalid, "%s must be valid UTF-8 text without NUL characters.", f.name)
 		}
 		if utf8.RuneCountInString(f.value) > MaxTextLen {
 			return Errorf(Invalid, "%s must be at most %d characters.", f.name, MaxTextLen)

@@ -1,10 +1,13 @@
 package repository
 
 import (
+	"cmp"
 	"context"
+	"maps"
+	"slices"
+	"strings"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/wemesse/server/internal/model"
 )
@@ -15,72 +18,195 @@ type Users struct{ db *gorm.DB }
 // NewUsers returns a Users on db.
 func NewUsers(db *gorm.DB) *Users { return &Users{db: db} }
 
-// Upsert stores u under its (SessionID, DeviceMac), inserting a new device
-// or updating a known one in place. When the device is new or reports a
-// different AppVersion, the uploads counter of the release with that version
-// grows by one: the one built for abi if it exists, else the universal one.
-// Everything happens in one transaction; under any concurrency a device is
-// one row and each change of version is counted once.
-func (r *Users) Upsert(ctx context.Context, u model.User, abi string) (model.User, error) {
-	row := fromUser(u)
-	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		fields := map[string]any{
-			"app_locale": row.AppLocale, "app_version": row.AppVersion, "device_locale": row.DeviceLocale,
-			"device_model": row.DeviceModel, "device_sdk": row.DeviceSDK, "session_activity": row.SessionActivity,
-			"session_register": row.SessionRegister, "tg_version": row.TgVersion, "target_abi": row.TargetABI,
-		}
-		// update writes the device's row where cond holds and reports
-		// whether it did. Conditions are re-checked under the row lock, so
-		// of two concurrent reports of one new version only one matches.
-		update := func(cond string, args ...any) (bool, error) {
-			var got []userRow
-			res := tx.Model(&got).Clauses(clause.Returning{Columns: []clause.Column{{Name: "id"}}}).
-				Where("session_id = ? AND device_mac = ?", row.SessionID, row.DeviceMac).Where(cond, args...).Updates(fields)
-			if res.Error != nil || len(got) == 0 {
-				return false, res.Error
-			}
-			row.ID = got[0].ID
-			return true, nil
-		}
-		versionChanged := func() (bool, error) { return update("COALESCE(app_version, '') <> ?", row.AppVersion) }
-		known := func() (bool, error) { return update("1 = 1") }
+// userColumns are the columns a report writes, in the order of the VALUES
+// lists below.
+var userColumns = []string{"session_id", "device_mac", "app_locale", "app_version", "device_locale", "device_model",
+	"device_sdk", "session_activity", "session_register", "tg_version", "target_abi"}
 
-		counted, err := versionChanged()
-		if err != nil || counted {
-			return r.count(tx, counted, row.AppVersion, abi, err)
-		}
-		if found, err := known(); err != nil || found {
-			return err
-		}
-		// A new device, unless a concurrent report inserts it first.
-		ins := tx.Clauses(clause.OnConflict{
-			Columns:   []clause.Column{{Name: "session_id"}, {Name: "device_mac"}},
-			DoNothing: true,
-		}).Create(&row)
-		if ins.Error != nil || ins.RowsAffected == 1 {
-			return r.count(tx, true, row.AppVersion, abi, ins.Error)
-		}
-		if counted, err = versionChanged(); err != nil || counted {
-			return r.count(tx, counted, row.AppVersion, abi, err)
-		}
-		_, err = known()
-		return err
-	})
-	if err != nil {
-		return model.User{}, translate(err, "device session")
-	}
-	return toUser(row), nil
+// device identifies a user row.
+type device struct {
+	sessionID int64
+	mac       string
 }
 
-// count adds one to the uploads of the release of version for abi, else of
-// the universal one, when counted and err is nil.
-func (r *Users) count(tx *gorm.DB, counted bool, version, abi string, err error) error {
-	if err != nil || !counted {
+// UpsertBatch stores reports in one transaction, as if one after the other
+// in order: each (SessionID, DeviceMac) is one row, inserted when new and
+// updated in place when known. Each time a device is new or reports a
+// different AppVersion than it had, the uploads counter of that version's
+// release grows by one: the build for the report's ABI if it exists, else
+// the universal one. Known rows are locked first and new ones inserted with
+// ON CONFLICT DO NOTHING, so a device that another transaction inserts
+// meanwhile is still counted once. It returns the stored users in the order
+// of reports.
+func (r *Users) UpsertBatch(ctx context.Context, reports []model.DeviceReport) ([]model.User, error) {
+	// A device's row ends up holding its last report. Rows are written in
+	// key order, so concurrent batches lock them in the same order.
+	last := map[device]int{}
+	for i, rep := range reports {
+		last[device{rep.User.SessionID, rep.User.DeviceMac}] = i
+	}
+	keys := make([]device, 0, len(last))
+	for k := range last {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b device) int {
+		return cmp.Or(cmp.Compare(a.sessionID, b.sessionID), strings.Compare(a.mac, b.mac))
+	})
+	ids := make(map[device]int64, len(keys))
+	old := make(map[device]string, len(keys)) // app_version before this batch, for known devices
+	values := func(ks []device) (string, []any) {
+		return rowValues(len(ks), func(i int) []any {
+			u := reports[last[ks[i]]].User
+			return []any{u.SessionID, u.DeviceMac, u.AppLocale, u.AppVersion, u.DeviceLocale, u.DeviceModel,
+				u.DeviceSDK, u.SessionActivity, u.SessionRegister, u.TgVersion, u.TargetABI}
+		})
+	}
+
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := lockDevices(tx, keys, ids, old); err != nil {
+			return err
+		}
+		// New devices, unless a concurrent transaction inserts one first.
+		var fresh []device
+		for _, k := range keys {
+			if _, ok := ids[k]; !ok {
+				fresh = append(fresh, k)
+			}
+		}
+		if len(fresh) > 0 {
+			q, args := values(fresh)
+			var inserted []struct {
+				ID        int64
+				SessionID int64
+				DeviceMac string
+			}
+			err := tx.Raw("INSERT INTO users ("+strings.Join(userColumns, ", ")+") VALUES "+q+
+				" ON CONFLICT (session_id, device_mac) DO NOTHING RETURNING id, session_id, device_mac", args...).Scan(&inserted).Error
+			if err != nil {
+				return err
+			}
+			for _, row := range inserted {
+				ids[device{row.SessionID, row.DeviceMac}] = row.ID
+			}
+			var raced []device
+			for _, k := range fresh {
+				if _, ok := ids[k]; !ok {
+					raced = append(raced, k)
+				}
+			}
+			if err := lockDevices(tx, raced, ids, old); err != nil {
+				return err
+			}
+		}
+		// Known devices: one multi-row update.
+		var known []device
+		for _, k := range keys {
+			if _, ok := old[k]; ok {
+				known = append(known, k)
+			}
+		}
+		if len(known) > 0 {
+			q, args := values(known)
+			set := make([]string, 0, len(userColumns))
+			for _, c := range userColumns[2:] {
+				set = append(set, c+" = v."+c)
+			}
+			err := tx.Exec("WITH v ("+strings.Join(userColumns, ", ")+") AS (VALUES "+q+") UPDATE users SET "+strings.Join(set, ", ")+
+				" FROM v WHERE users.session_id = v.session_id AND users.device_mac = v.device_mac", args...).Error
+			if err != nil {
+				return err
+			}
+		}
+		return countAdoption(tx, reports, old)
+	})
+	if err != nil {
+		return nil, translate(err, "device sessions")
+	}
+	out := make([]model.User, len(reports))
+	for i, rep := range reports {
+		out[i] = rep.User
+		out[i].ID = ids[device{rep.User.SessionID, rep.User.DeviceMac}]
+	}
+	return out, nil
+}
+
+// lockDevices reads, and on PostgreSQL locks, the rows of keys, recording
+// their ids and app versions. SQLite needs no lock: its write transaction
+// already excludes every other writer.
+func lockDevices(tx *gorm.DB, keys []device, ids map[device]int64, versions map[device]string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	var rows []struct {
+		ID         int64
+		SessionID  int64
+		DeviceMac  string
+		AppVersion string
+	}
+	q, args := rowValues(len(keys), func(i int) []any { return []any{keys[i].sessionID, keys[i].mac} })
+	sql := "SELECT id, session_id, device_mac, COALESCE(app_version, '') AS app_version FROM users WHERE (session_id, device_mac) IN (VALUES " + q + ") ORDER BY session_id, device_mac"
+	if tx.Dialector.Name() == "postgres" {
+		sql += " FOR UPDATE"
+	}
+	if err := tx.Raw(sql, args...).Scan(&rows).Error; err != nil {
 		return err
 	}
-	return tx.Exec(`UPDATE apps SET uploads = COALESCE(uploads, 0) + 1 WHERE id = (
-		SELECT id FROM apps WHERE app_version = ? AND target_abi IN (?, '')
-		ORDER BY CASE WHEN target_abi = '' THEN 1 ELSE 0 END LIMIT 1)`, version, abi).Error
+	for _, row := range rows {
+		k := device{row.SessionID, row.DeviceMac}
+		ids[k], versions[k] = row.ID, row.AppVersion
+	}
+	return nil
+}
+
+// countAdoption adds each device's changes of version, in report order, to
+// the uploads of the releases concerned. old holds the versions of devices
+// known before the batch.
+func countAdoption(tx *gorm.DB, reports []model.DeviceReport, old map[device]string) error {
+	type release struct{ version, abi string }
+	counts := map[release]int{}
+	current := maps.Clone(old)
+	for _, rep := range reports {
+		k := device{rep.User.SessionID, rep.User.DeviceMac}
+		if v, ok := current[k]; !ok || v != rep.User.AppVersion {
+			counts[release{rep.User.AppVersion, rep.ABI}]++
+		}
+		current[k] = rep.User.AppVersion
+	}
+	for rel, n := range counts {
+		err := tx.Exec(`UPDATE apps SET uploads = COALESCE(uploads, 0) + ? WHERE id = (
+			SELECT id FROM apps WHERE app_version = ? AND target_abi IN (?, '')
+			ORDER BY CASE WHEN target_abi = '' THEN 1 ELSE 0 END LIMIT 1)`, n, rel.version, rel.abi).Error
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rowValues writes n parenthesized rows of placeholders, each cast so that
+// PostgreSQL knows the column types, and returns them with their arguments.
+func rowValues(n int, row func(i int) []any) (string, []any) {
+	var b strings.Builder
+	var args []any
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for j, v := range row(i) {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			if _, ok := v.(int64); ok {
+				b.WriteString("CAST(? AS bigint)")
+			} else {
+				b.WriteString("CAST(? AS text)")
+			}
+			args = append(args, v)
+		}
+		b.WriteByte(')')
+	}
+	return b.String(), args
 }
 
 // Each calls fn for every user in id order, streaming rows from a cursor so

@@ -1,0 +1,126 @@
+package repository
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/wemesse/server/internal/dbtest"
+	"github.com/wemesse/server/internal/model"
+)
+
+func report(session int64, mac, version string) model.DeviceReport {
+	return model.DeviceReport{User: model.User{SessionID: session, DeviceMac: mac, AppVersion: version, DeviceModel: "m-" + version}, ABI: "arm64"}
+}
+
+func openMigrated(tb testing.TB, dsn string) *Users {
+	tb.Helper()
+	ctx := context.Background()
+	db, err := Open(ctx, dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { Close(db) })
+	if err := Migrate(ctx, db); err != nil {
+		tb.Fatal(err)
+	}
+	for _, v := range []string{"1_00", "2_00", "3_00"} {
+		if err := db.Exec("INSERT INTO apps (app_version, target_abi, uploads, rollout, yanked, downloads, file_path) VALUES (?, '', 0, 100, false, 0, ?)", v, v+"/a.apk").Error; err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return NewUsers(db)
+}
+
+func uploads(tb testing.TB, u *Users) map[string]int64 {
+	tb.Helper()
+	var rows []struct {
+		AppVersion string
+		Uploads    int64
+	}
+	if err := u.db.Raw("SELECT app_version, uploads FROM apps ORDER BY app_version").Scan(&rows).Error; err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, r := range rows {
+		out[r.AppVersion] = r.Uploads
+	}
+	return out
+}
+
+// TestUsers_UpsertBatch checks a batch behaves as its reports one after
+// the other: duplicates, version changes, known and new devices.
+func TestUsers_UpsertBatch(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		u := openMigrated(t, dsn)
+		if _, err := u.UpsertBatch(ctx, []model.DeviceReport{report(3, "c", "1_00")}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := u.UpsertBatch(ctx, []model.DeviceReport{
+			report(1, "a", "1_00"), // new: 1_00 +1
+			report(1, "a", "2_00"), // changed: 2_00 +1
+			report(2, "b", "1_00"), // new: 1_00 +1
+			report(1, "a", "2_00"), // same: nothing
+			report(3, "c", "1_00"), // known, same: nothing
+			report(3, "c", "3_00"), // known, changed: 3_00 +1
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].ID != got[1].ID || got[0].ID != got[3].ID || got[4].ID != 1 || got[2].ID == got[0].ID {
+			t.Errorf("ids = %d %d %d %d %d %d", got[0].ID, got[1].ID, got[2].ID, got[3].ID, got[4].ID, got[5].ID)
+		}
+		if want := map[string]int64{"1_00": 3, "2_00": 1, "3_00": 1}; fmt.Sprint(uploads(t, u)) != fmt.Sprint(want) {
+			t.Errorf("uploads = %v, want %v", uploads(t, u), want)
+		}
+		var rows []userRow
+		u.db.Order("id").Find(&rows)
+		if len(rows) != 3 || rows[0].AppVersion != "3_00" || rows[0].DeviceModel != "m-3_00" || rows[1].AppVersion != "2_00" {
+			t.Errorf("rows = %+v", rows)
+		}
+	})
+}
+
+// TestUsers_UpsertBatch_concurrentWriters runs the same batches from
+// several writers at once, as several servers would: every device is one
+// row, inserted once, and each version it moves to is counted exactly once,
+// however the transactions interleave.
+func TestUsers_UpsertBatch_concurrentWriters(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		u := openMigrated(t, dsn)
+		const devices, writers = 80, 6
+		phase := func(version string) {
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var batch []model.DeviceReport
+					for d := range devices {
+						if w%2 == 1 {
+							d = devices - 1 - d // the other order too: locks must not deadlock
+						}
+						batch = append(batch, report(int64(d), fmt.Sprint("mac-", d), version))
+					}
+					if _, err := u.UpsertBatch(ctx, batch); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+		}
+		phase("1_00") // every writer inserts the same new devices
+		phase("2_00") // every writer moves them to the same new version
+		var n int64
+		u.db.Table("users").Count(&n)
+		if n != devices {
+			t.Errorf("users = %d, want %d", n, devices)
+		}
+		if want := map[string]int64{"1_00": devices, "2_00": devices, "3_00": 0}; fmt.Sprint(uploads(t, u)) != fmt.Sprint(want) {
+			t.Errorf("uploads = %v, want %v", uploads(t, u), want)
+		}
+	})
+}
