@@ -57,11 +57,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 }
 
+// fileStore is where builds live: storage.Disk, or storage.S3 when
+// WEMESSE_STORAGE_URL names a bucket.
+type fileStore interface {
+	service.Files
+	// CleanStaging removes staged files that no upload is writing.
+	CleanStaging(ctx context.Context) (int, error)
+}
+
 // app is the wired application.
 type app struct {
 	db         *gorm.DB
 	metrics    *metrics.Metrics
-	files      *storage.Disk
+	files      fileStore
 	releases   *service.Releases
 	users      *service.Users
 	signatures *service.Signatures
@@ -78,7 +86,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error
 		repository.Close(db)
 		return nil, err
 	}
-	files, err := storage.NewDisk(cfg.UploadDir)
+	files, err := openFiles(ctx, cfg)
 	if err != nil {
 		repository.Close(db)
 		return nil, err
@@ -123,6 +131,11 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error
 	return a, nil
 }
 
+// openFiles returns the storage that cfg selects.
+func openFiles(ctx context.Context, cfg config.Config) (fileStore, error) {
+	return storage.NewDisk(cfg.UploadDir)
+}
+
 // close writes what is queued, then closes the database.
 func (a *app) close() {
 	a.users.Close()
@@ -138,7 +151,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer a.close()
 
-	if n, err := a.files.CleanStaging(); err != nil {
+	if n, err := a.files.CleanStaging(context.WithoutCancel(ctx)); err != nil {
 		return err
 	} else if n > 0 {
 		log.Info("removed staged files left by an interrupted upload", "count", n)
@@ -233,7 +246,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	case <-time.After(10 * time.Second):
 		log.Warn("requests still running 10s after the shutdown deadline")
 	}
-	if n, err := a.files.CleanStaging(); err != nil {
+	if n, err := a.files.CleanStaging(context.WithoutCancel(ctx)); err != nil {
 		log.Warn("clean staging at shutdown", "err", err)
 	} else if n > 0 {
 		log.Info("removed staged files of uploads cut off by the shutdown", "count", n)

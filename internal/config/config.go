@@ -30,6 +30,8 @@ type Config struct {
 	StallTimeout    time.Duration // WEMESSE_STALL_TIMEOUT: drop a request that makes no progress this long
 	DeviceWriters   int           // WEMESSE_DEVICE_WRITERS: concurrent device-session transactions; 0: 4 on PostgreSQL, 1 on SQLite
 	DeviceBatch     int           // WEMESSE_DEVICE_BATCH: most device sessions per transaction
+	StorageURL      string        // WEMESSE_STORAGE_URL: s3://bucket/prefix selects object storage; empty: WEMESSE_UPLOAD_DIR
+	StorageRedirect bool          // WEMESSE_STORAGE_REDIRECT: downloads redirect to short-lived presigned URLs
 	LogLevel        slog.Level
 
 	Argon2 Argon2 // parameters for new hashes
@@ -71,7 +73,8 @@ var Variables = []string{
 	"WEMESSE_ARGON2_WAIT", "WEMESSE_AUTH_CACHE_SIZE", "WEMESSE_AUTH_CACHE_TTL", "WEMESSE_AUTH_REFRESH",
 	"WEMESSE_AUTH_FAILURES_PER_MINUTE", "WEMESSE_READ_HEADER_TIMEOUT", "WEMESSE_IDLE_TIMEOUT",
 	"WEMESSE_SHUTDOWN_TIMEOUT", "WEMESSE_UPDATE_MAX_AGE", "WEMESSE_RELEASES_REFRESH", "WEMESSE_METRICS_ADDR",
-	"WEMESSE_STALL_TIMEOUT", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH",
+	"WEMESSE_STALL_TIMEOUT", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH", "WEMESSE_STORAGE_URL",
+	"WEMESSE_STORAGE_REDIRECT",
 }
 
 // Load reads the configuration through getenv and checks it.
@@ -93,6 +96,8 @@ func Load(getenv func(string) string) (Config, error) {
 		StallTimeout:    p.duration("WEMESSE_STALL_TIMEOUT", 30*time.Second),
 		DeviceWriters:   int(p.int64("WEMESSE_DEVICE_WRITERS", 0, 0, 64)),
 		DeviceBatch:     int(p.int64("WEMESSE_DEVICE_BATCH", 256, 1, 1000)),
+		StorageURL:      getenv("WEMESSE_STORAGE_URL"),
+		StorageRedirect: p.bool("WEMESSE_STORAGE_REDIRECT"),
 		Argon2: Argon2{
 			Memory:      uint32(p.int64("WEMESSE_ARGON2_MEMORY", 64*1024, 8, MaxArgon2Memory)),
 			Iterations:  uint32(p.int64("WEMESSE_ARGON2_ITERATIONS", 1, 1, MaxArgon2Iterations)),
@@ -116,6 +121,12 @@ func Load(getenv func(string) string) (Config, error) {
 		if parsed, err := url.Parse(u.value); err != nil || parsed.Scheme == "" || parsed.Host == "" {
 			p.fail(u.name + " must be an absolute URL such as https://updates.example.com/uploads")
 		}
+	}
+	if u, err := url.Parse(c.StorageURL); c.StorageURL != "" && (err != nil || u.Scheme != "s3" || u.Host == "") {
+		p.fail("WEMESSE_STORAGE_URL must look like s3://bucket/prefix")
+	}
+	if c.StorageRedirect && c.StorageURL == "" {
+		p.fail("WEMESSE_STORAGE_REDIRECT needs WEMESSE_STORAGE_URL: only object storage can presign download links")
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		p.fail("WEMESSE_TLS_CERT and WEMESSE_TLS_KEY must be set together")
@@ -197,6 +208,18 @@ func (p *parser) int64(name string, def, lo, hi int64) int64 {
 		return def
 	}
 	return n
+}
+
+func (p *parser) bool(name string) bool {
+	v := p.getenv(name)
+	if v == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.fail(name + " must be true or false")
+	}
+	return b
 }
 
 func (p *parser) duration(name string, def time.Duration) time.Duration {

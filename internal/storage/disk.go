@@ -128,9 +128,10 @@ func (d *Disk) Open(ctx context.Context, key string) (io.ReadSeekCloser, fs.File
 	return f, info, nil
 }
 
-// CleanStaging removes staged files that a crash left behind and returns how
-// many it removed. Call it at start, before serving.
-func (d *Disk) CleanStaging() (int, error) {
+// CleanStaging removes staged files that no upload is writing and returns
+// how many it removed. One server owns an upload directory, so at start and
+// after shutdown every staged file is a leftover.
+func (d *Disk) CleanStaging(ctx context.Context) (int, error) {
 	dir := filepath.Join(d.root, stagingDir)
 	entries, err := os.ReadDir(dir)
 	if err != nil {

@@ -147,7 +147,7 @@ func TestDisk_CleanStaging(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n, err := d.CleanStaging()
+	n, err := d.CleanStaging(context.Background())
 	if err != nil || n != 3 {
 		t.Fatalf("CleanStaging = (%d, %v), want 3", n, err)
 	}
