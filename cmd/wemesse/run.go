@@ -178,6 +178,21 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	go a.releases.Run(ctx)
+	if cfg.IsPostgres() {
+		// Other servers' writes arrive at once; Run's re-reads are the fallback.
+		go repository.Listen(ctx, cfg.DatabaseURL, func(topic string) {
+			var err error
+			switch topic {
+			case repository.TopicReleases:
+				err = a.releases.Load(ctx)
+			case repository.TopicSignatures:
+				err = a.signatures.Load(ctx)
+			}
+			if err != nil && ctx.Err() == nil {
+				log.Warn("reload after a change", "topic", topic, "err", err)
+			}
+		}, log)
+	}
 
 	var inflight sync.WaitGroup
 	api := handler.NewServer(handler.Deps{

@@ -57,6 +57,9 @@ func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, p
 		if err := tx.Create(&row).Error; err != nil {
 			return translate(err, fmt.Sprintf("release %s", rel.Version))
 		}
+		if err := announce(tx, TopicReleases); err != nil {
+			return err
+		}
 		return publish()
 	})
 	if err != nil {
@@ -98,6 +101,9 @@ func (r *Releases) Update(ctx context.Context, id int64, patch model.ReleasePatc
 			if res.Error != nil {
 				return res.Error
 			}
+			if err := announce(tx, TopicReleases); err != nil {
+				return err
+			}
 		}
 		return tx.Take(&row, id).Error
 	})
@@ -112,6 +118,9 @@ func (r *Releases) Delete(ctx context.Context, id int64) (model.Release, error) 
 	var row appRow
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Take(&row, id).Error; err != nil {
+			return err
+		}
+		if err := announce(tx, TopicReleases); err != nil {
 			return err
 		}
 		return tx.Delete(&appRow{}, id).Error

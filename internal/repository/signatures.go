@@ -32,7 +32,13 @@ func (s *Signatures) List(ctx context.Context) ([]model.Signature, error) {
 // Create stores sig's hash, hint and role as a new signature.
 func (s *Signatures) Create(ctx context.Context, sig model.Signature) (model.Signature, error) {
 	row := signatureRow{Signature: sig.Hash, Hint: sig.Hint, Role: sig.Role}
-	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&row).Error; err != nil {
+			return err
+		}
+		return announce(tx, TopicSignatures)
+	})
+	if err != nil {
 		return model.Signature{}, translate(err, "signature")
 	}
 	return toSignature(row), nil
@@ -67,8 +73,12 @@ func (s *Signatures) CreateIfEmpty(ctx context.Context, make func() (model.Signa
 
 // Rehash replaces the stored hash and hint of signature id.
 func (s *Signatures) Rehash(ctx context.Context, id int64, hash, hint string) error {
-	err := s.db.WithContext(ctx).Model(&signatureRow{}).Where("id = ?", id).
-		Updates(map[string]any{"signature": hash, "hint": hint}).Error
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Model(&signatureRow{}).Where("id = ?", id).Updates(map[string]any{"signature": hash, "hint": hint}).Error; err != nil {
+			return err
+		}
+		return announce(tx, TopicSignatures)
+	})
 	return translate(err, "signature")
 }
 
@@ -79,14 +89,17 @@ func (s *Signatures) Touch(ctx context.Context, id int64, t time.Time) error {
 
 // Delete removes signature id. It returns NotFound when there is none.
 func (s *Signatures) Delete(ctx context.Context, id int64) error {
-	res := s.db.WithContext(ctx).Delete(&signatureRow{}, id)
-	if res.Error != nil {
-		return translate(res.Error, "signature")
-	}
-	if res.RowsAffected == 0 {
-		return model.Errorf(model.NotFound, "Signature %d does not exist.", id)
-	}
-	return nil
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Delete(&signatureRow{}, id)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return model.Errorf(model.NotFound, "Signature %d does not exist.", id)
+		}
+		return announce(tx, TopicSignatures)
+	})
+	return translate(err, "signature")
 }
 
 func toSignature(r signatureRow) model.Signature {
