@@ -63,13 +63,15 @@ type SignaturesConfig struct {
 // every Refresh, so a revoked row stops authenticating everywhere within
 // that time. At most Concurrency checks hash at once.
 type Signatures struct {
-	store  SignatureStore
-	cfg    SignaturesConfig
-	log    *slog.Logger
-	slots  chan struct{}
-	rows   atomic.Pointer[map[int64]model.Signature]
-	ok     *lru.LRU[[32]byte, int64]
-	failed *lru.LRU[[32]byte, struct{}]
+	store SignatureStore
+	cfg   SignaturesConfig
+	log   *slog.Logger
+	slots chan struct{}
+	rows  atomic.Pointer[map[int64]model.Signature]
+	// loadedAt is when rows were last read, in Unix nanoseconds.
+	loadedAt atomic.Int64
+	ok       *lru.LRU[[32]byte, int64]
+	failed   *lru.LRU[[32]byte, struct{}]
 
 	mu      sync.Mutex
 	refused map[int64]bool      // rows already logged as refused
@@ -100,6 +102,10 @@ func NewSignatures(store SignatureStore, cfg SignaturesConfig, log *slog.Logger)
 // or revoked secret all get the same Unauthorized; Unavailable when the
 // server is too busy hashing to check in time.
 func (s *Signatures) Authenticate(ctx context.Context, secret string) (model.Signature, error) {
+	return s.authenticate(ctx, secret, false)
+}
+
+func (s *Signatures) authenticate(ctx context.Context, secret string, reread bool) (model.Signature, error) {
 	if secret == "" {
 		// The caller knows it sent nothing, so answering at once reveals
 		// nothing; and no stored hash of "" may ever let it in.
@@ -137,8 +143,26 @@ func (s *Signatures) Authenticate(ctx context.Context, secret string) (model.Sig
 			return rows[id], nil
 		}
 	}
+	// The secret may belong to a row created since the last read (by the
+	// CLI, say): re-read, at most twice a second whatever the traffic.
+	if !reread && s.reread(ctx) {
+		return s.authenticate(ctx, secret, true)
+	}
 	s.failed.Add(key, struct{}{})
 	return model.Signature{}, errUnauthorized
+}
+
+// rereadEvery bounds how often a failed check may re-read the signatures.
+const rereadEvery = 500 * time.Millisecond
+
+// reread re-reads the signatures unless they were read in the last
+// rereadEvery, and reports whether it did.
+func (s *Signatures) reread(ctx context.Context) bool {
+	last := s.loadedAt.Load()
+	if time.Since(time.Unix(0, last)) < rereadEvery || !s.loadedAt.CompareAndSwap(last, time.Now().UnixNano()) {
+		return false
+	}
+	return s.Load(ctx) == nil
 }
 
 // Cached returns the signature secret matched recently, if its row still
@@ -218,6 +242,7 @@ func (s *Signatures) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.loadedAt.Store(time.Now().UnixNano())
 	rows := make(map[int64]model.Signature, len(all))
 	for _, sig := range all {
 		if err := s.usable(sig.Hash); err != nil {

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wemesse/server/internal/dbtest"
+)
+
+// TestRun_twoServers runs two servers on one PostgreSQL database: a release
+// uploaded through A is offered by B within a second, concurrent device
+// reports spread over both give exact rows and counts, and a signature
+// revoked through the CLI stops working on both.
+func TestRun_twoServers(t *testing.T) {
+	dsn := dbtest.Postgres(t)
+	dir := t.TempDir()
+	const secret = "two-servers-secret"
+	env := map[string]string{
+		"WEMESSE_DATABASE_URL": dsn, "WEMESSE_UPLOAD_DIR": dir, "WEMESSE_SIGNATURE": secret,
+		// Longer than the test's bounds, so only notifications can explain a prompt change.
+		"WEMESSE_RELEASES_REFRESH": "1m", "WEMESSE_AUTH_REFRESH": "1m",
+	}
+	a := startServer(t, env)
+	b := startServer(t, env)
+
+	start := time.Now()
+	uploadBuild(t, a, secret, "2264_00", "shared build")
+	for {
+		code, body := get(t, b, "/api/v1/updates/2263_00", "")
+		if code == 200 && strings.Contains(string(body), `"Version":"2264_00"`) {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("B did not offer A's upload within 1s: %d %s", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("B offered A's upload %v after the upload began", time.Since(start))
+	if code, body := get(t, b, "/uploads/2264_00/wemesse.apk", ""); code != 200 || string(body) != "shared build" {
+		t.Errorf("download through B: %d %q", code, body)
+	}
+
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := a
+			if i%2 == 1 {
+				s = b
+			}
+			// 100 devices, each reported twice, once through each server.
+			body := fmt.Sprintf(`{"SessionID": %d, "AppVersion": "2264_00", "DeviceMac": "m"}`, i/2+1)
+			req, _ := http.NewRequest("POST", s.base+"/api/v1/users", strings.NewReader(body))
+			req.Header.Set("signature", secret)
+			resp, err := s.client.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("report %d: %d", i, resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	_, body := get(t, a, "/api/v1/updates", secret)
+	if !strings.Contains(string(body), `"Uploads":100`) {
+		t.Errorf("100 devices reported twice over two servers: %s, want Uploads 100", body)
+	}
+	_, body = get(t, b, "/api/v1/users?limit=100000", secret)
+	if n := strings.Count(string(body), `"ID"`); n != 100 {
+		t.Errorf("%d users, want 100", n)
+	}
+
+	out, err := signature(t, env, "create")
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra := lastLine(out)
+	for _, s := range []*server{a, b} {
+		if code, _ := get(t, s, "/api/v1/users?limit=1", extra); code != 200 {
+			t.Errorf("a secret created by the CLI: %d on %s", code, s.base)
+		}
+	}
+	if _, err := signature(t, env, "revoke", "2"); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	for _, s := range []*server{a, b} {
+		for {
+			code, _ := get(t, s, "/api/v1/users?limit=1", extra)
+			if code == 401 {
+				break
+			}
+			if time.Since(start) > time.Second {
+				t.Fatalf("%s still accepts a revoked secret after 1s", s.base)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// TestRun_concurrentStart starts three servers at once against an empty
+// PostgreSQL database, several times: migration and bootstrap must not race.
+func TestRun_concurrentStart(t *testing.T) {
+	for round := range 4 {
+		dsn := dbtest.Postgres(t)
+		var wg sync.WaitGroup
+		servers := make([]*server, 3)
+		for i := range servers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				servers[i] = startServer(t, map[string]string{"WEMESSE_DATABASE_URL": dsn, "WEMESSE_SIGNATURE": "start-secret"})
+			}()
+		}
+		wg.Wait()
+		for _, s := range servers {
+			if s == nil {
+				t.Fatalf("round %d: a server did not start", round)
+			}
+			if code, _ := get(t, s, "/api/v1/users", "start-secret"); code != 200 {
+				t.Errorf("round %d: %s answers %d", round, s.base, code)
+			}
+			s.stop(t)
+		}
+		out, err := signature(t, map[string]string{"WEMESSE_DATABASE_URL": dsn}, "list")
+		if err != nil || strings.Count(strings.TrimSpace(out), "\n") != 1 {
+			t.Errorf("round %d: signatures after three bootstraps:\n%s (%v), want exactly one", round, out, err)
+		}
+	}
+}
