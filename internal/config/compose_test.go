@@ -168,3 +168,93 @@ func TestEnvExample_documentsEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+// TestCompose_scaleProfile checks what can be checked without a Docker
+// engine of the "scale" profile: two or more server replicas on the shared
+// PostgreSQL and object store, each with a health check, a reverse proxy
+// whose nginx configuration names every replica and streams uploads, MinIO
+// with a health check, and dependencies that point at existing services.
+func TestCompose_scaleProfile(t *testing.T) {
+	raw, err := os.ReadFile(composeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type service struct {
+		Profiles    []string             `yaml:"profiles"`
+		Build       string               `yaml:"build"`
+		Image       string               `yaml:"image"`
+		Environment map[string]string    `yaml:"environment"`
+		DependsOn   map[string]yaml.Node `yaml:"depends_on"`
+		Healthcheck *struct {
+			Test []string `yaml:"test"`
+		} `yaml:"healthcheck"`
+		Volumes []string `yaml:"volumes"`
+		Ports   []string `yaml:"ports"`
+	}
+	var compose struct {
+		Services map[string]service `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(raw, &compose); err != nil {
+		t.Fatal(err)
+	}
+	var replicas []string
+	var proxy, minio string
+	for name, svc := range compose.Services {
+		for dep := range svc.DependsOn {
+			if _, ok := compose.Services[dep]; !ok {
+				t.Errorf("%s depends on %s, which is not a service", name, dep)
+			}
+		}
+		if !slices.Contains(svc.Profiles, "scale") {
+			continue
+		}
+		switch {
+		case svc.Build == ".":
+			replicas = append(replicas, name)
+			for _, v := range []string{"WEMESSE_DATABASE_URL", "WEMESSE_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "WEMESSE_PUBLIC_URL"} {
+				if svc.Environment[v] == "" {
+					t.Errorf("replica %s does not set %s", name, v)
+				}
+			}
+			if !strings.HasPrefix(svc.Environment["WEMESSE_DATABASE_URL"], "postgres://") || !strings.HasPrefix(svc.Environment["WEMESSE_STORAGE_URL"], "s3://") {
+				t.Errorf("replica %s must use PostgreSQL and object storage", name)
+			}
+			if _, ok := svc.DependsOn["postgres"]; !ok {
+				t.Errorf("replica %s does not wait for postgres", name)
+			}
+		case strings.HasPrefix(svc.Image, "nginx"):
+			proxy = name
+			if len(svc.Ports) == 0 {
+				t.Errorf("proxy %s publishes no port", name)
+			}
+		case strings.HasPrefix(svc.Image, "minio/minio"):
+			minio = name
+		}
+		if svc.Healthcheck == nil && svc.Image != "" && !strings.HasPrefix(svc.Image, "minio/mc") {
+			t.Errorf("scale service %s has no health check", name)
+		}
+	}
+	if len(replicas) < 2 || proxy == "" || minio == "" {
+		t.Fatalf("scale profile: replicas %v, proxy %q, object store %q; want two or more replicas, a proxy and MinIO", replicas, proxy, minio)
+	}
+	conf, err := os.ReadFile(filepath.Join("..", "..", "configs", "nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(compose.Services[proxy].Volumes, func(v string) bool { return strings.HasPrefix(v, "./configs/nginx.conf:") }) {
+		t.Errorf("proxy %s does not mount configs/nginx.conf", proxy)
+	}
+	for _, r := range replicas {
+		if !strings.Contains(string(conf), "server "+r+":9000") {
+			t.Errorf("configs/nginx.conf does not route to %s", r)
+		}
+	}
+	for _, want := range []string{"proxy_request_buffering off", "client_max_body_size"} {
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("configs/nginx.conf lacks %s", want)
+		}
+	}
+	if strings.Contains(string(conf), "non_idempotent") {
+		t.Error("configs/nginx.conf would replay uploads and device reports on another replica")
+	}
+}
