@@ -198,7 +198,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	api := handler.NewServer(handler.Deps{
 		Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, Log: log, Metrics: a.metrics,
 		PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes, UpdateMaxAge: cfg.UpdateMaxAge,
-		AuthFailuresPerMinute: cfg.AuthFailuresPerMin, StallTimeout: cfg.StallTimeout,
+		AuthFailuresPerMinute: cfg.AuthFailuresPerMin, StallTimeout: cfg.StallTimeout, TrustedProxies: cfg.TrustedProxies,
 		Ready: func(ctx context.Context) error { return repository.Ping(ctx, a.db) },
 	})
 	srv := &http.Server{

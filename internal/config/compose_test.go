@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -163,7 +164,7 @@ func TestEnvExample_documentsEveryVariable(t *testing.T) {
 			t.Errorf("%s shows %s=%s, which Load rejects: %v", envExample, name, value, err)
 			continue
 		}
-		if got != defaults {
+		if !reflect.DeepEqual(got, defaults) {
 			t.Errorf("%s shows %s=%s, which is not the default:\ngot  %+v\nwant %+v", envExample, name, value, got, defaults)
 		}
 	}

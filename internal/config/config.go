@@ -5,6 +5,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -14,24 +15,25 @@ import (
 
 // Config is the server's effective configuration.
 type Config struct {
-	Addr            string        // WEMESSE_ADDR
-	DatabaseURL     string        // WEMESSE_DATABASE_URL: postgres:// URL or SQLite path
-	UploadDir       string        // WEMESSE_UPLOAD_DIR
-	PublicURL       string        // WEMESSE_PUBLIC_URL, without a trailing slash
-	MirrorURL       string        // WEMESSE_MIRROR_URL, without a trailing slash
-	MaxUploadBytes  int64         // WEMESSE_MAX_UPLOAD_BYTES
-	Signature       string        // WEMESSE_SIGNATURE: bootstrap secret; never log it
-	TLSCert         string        // WEMESSE_TLS_CERT
-	TLSKey          string        // WEMESSE_TLS_KEY
-	DefaultABI      string        // WEMESSE_DEFAULT_ABI: the ABI of a client that names none
-	UpdateMaxAge    time.Duration // WEMESSE_UPDATE_MAX_AGE (seconds): how long clients may cache an update check
-	ReleasesRefresh time.Duration // WEMESSE_RELEASES_REFRESH: how often releases are re-read into memory
-	MetricsAddr     string        // WEMESSE_METRICS_ADDR: listener for /metrics; empty: off
-	StallTimeout    time.Duration // WEMESSE_STALL_TIMEOUT: drop a request that makes no progress this long
-	DeviceWriters   int           // WEMESSE_DEVICE_WRITERS: concurrent device-session transactions; 0: 4 on PostgreSQL, 1 on SQLite
-	DeviceBatch     int           // WEMESSE_DEVICE_BATCH: most device sessions per transaction
-	StorageURL      string        // WEMESSE_STORAGE_URL: s3://bucket/prefix selects object storage; empty: WEMESSE_UPLOAD_DIR
-	StorageRedirect bool          // WEMESSE_STORAGE_REDIRECT: downloads redirect to short-lived presigned URLs
+	Addr            string         // WEMESSE_ADDR
+	DatabaseURL     string         // WEMESSE_DATABASE_URL: postgres:// URL or SQLite path
+	UploadDir       string         // WEMESSE_UPLOAD_DIR
+	PublicURL       string         // WEMESSE_PUBLIC_URL, without a trailing slash
+	MirrorURL       string         // WEMESSE_MIRROR_URL, without a trailing slash
+	MaxUploadBytes  int64          // WEMESSE_MAX_UPLOAD_BYTES
+	Signature       string         // WEMESSE_SIGNATURE: bootstrap secret; never log it
+	TLSCert         string         // WEMESSE_TLS_CERT
+	TLSKey          string         // WEMESSE_TLS_KEY
+	DefaultABI      string         // WEMESSE_DEFAULT_ABI: the ABI of a client that names none
+	UpdateMaxAge    time.Duration  // WEMESSE_UPDATE_MAX_AGE (seconds): how long clients may cache an update check
+	ReleasesRefresh time.Duration  // WEMESSE_RELEASES_REFRESH: how often releases are re-read into memory
+	MetricsAddr     string         // WEMESSE_METRICS_ADDR: listener for /metrics; empty: off
+	StallTimeout    time.Duration  // WEMESSE_STALL_TIMEOUT: drop a request that makes no progress this long
+	DeviceWriters   int            // WEMESSE_DEVICE_WRITERS: concurrent device-session transactions; 0: 4 on PostgreSQL, 1 on SQLite
+	DeviceBatch     int            // WEMESSE_DEVICE_BATCH: most device sessions per transaction
+	StorageURL      string         // WEMESSE_STORAGE_URL: s3://bucket/prefix selects object storage; empty: WEMESSE_UPLOAD_DIR
+	StorageRedirect bool           // WEMESSE_STORAGE_REDIRECT: downloads redirect to short-lived presigned URLs
+	TrustedProxies  []netip.Prefix // WEMESSE_TRUSTED_PROXIES: reverse proxies whose X-Forwarded-For is believed
 	LogLevel        slog.Level
 
 	Argon2 Argon2 // parameters for new hashes
@@ -74,7 +76,7 @@ var Variables = []string{
 	"WEMESSE_AUTH_FAILURES_PER_MINUTE", "WEMESSE_READ_HEADER_TIMEOUT", "WEMESSE_IDLE_TIMEOUT",
 	"WEMESSE_SHUTDOWN_TIMEOUT", "WEMESSE_UPDATE_MAX_AGE", "WEMESSE_RELEASES_REFRESH", "WEMESSE_METRICS_ADDR",
 	"WEMESSE_STALL_TIMEOUT", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH", "WEMESSE_STORAGE_URL",
-	"WEMESSE_STORAGE_REDIRECT",
+	"WEMESSE_STORAGE_REDIRECT", "WEMESSE_TRUSTED_PROXIES",
 }
 
 // Load reads the configuration through getenv and checks it.
@@ -98,6 +100,7 @@ func Load(getenv func(string) string) (Config, error) {
 		DeviceBatch:     int(p.int64("WEMESSE_DEVICE_BATCH", 256, 1, 1000)),
 		StorageURL:      getenv("WEMESSE_STORAGE_URL"),
 		StorageRedirect: p.bool("WEMESSE_STORAGE_REDIRECT"),
+		TrustedProxies:  p.prefixes("WEMESSE_TRUSTED_PROXIES"),
 		Argon2: Argon2{
 			Memory:      uint32(p.int64("WEMESSE_ARGON2_MEMORY", 64*1024, 8, MaxArgon2Memory)),
 			Iterations:  uint32(p.int64("WEMESSE_ARGON2_ITERATIONS", 1, 1, MaxArgon2Iterations)),
@@ -208,6 +211,27 @@ func (p *parser) int64(name string, def, lo, hi int64) int64 {
 		return def
 	}
 	return n
+}
+
+// prefixes reads a comma-separated list of CIDR prefixes or addresses.
+func (p *parser) prefixes(name string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, f := range strings.Split(p.getenv(name), ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(f); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		pre, err := netip.ParsePrefix(f)
+		if err != nil {
+			p.fail(name + " must be comma-separated addresses or CIDR prefixes such as 10.0.0.0/8")
+			return nil
+		}
+		out = append(out, pre.Masked())
+	}
+	return out
 }
 
 func (p *parser) bool(name string) bool {

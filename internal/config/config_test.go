@@ -3,6 +3,7 @@ package config_test
 import (
 	"bytes"
 	"log/slog"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -182,7 +183,7 @@ func TestLoad(t *testing.T) {
 			}
 			want := defaults()
 			tt.want(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("Load:\ngot  %+v\nwant %+v", got, want)
 			}
 			if got.IsPostgres() != tt.wantPG {
@@ -245,7 +246,7 @@ func TestLoad_errors(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.names) {
 				t.Errorf("Load: got error %q, want one naming %s", err, tt.names)
 			}
-			if got != (config.Config{}) {
+			if !reflect.DeepEqual(got, config.Config{}) {
 				t.Errorf("Load: got config %+v with the error, want the zero Config", got)
 			}
 		})

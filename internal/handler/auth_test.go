@@ -3,6 +3,7 @@ package handler_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"net/http"
 	"strings"
 	"testing"
@@ -140,5 +141,37 @@ func TestSignatures_wrongSecretsDoNotHash(t *testing.T) {
 		}
 		resp, body := ts.do("GET", "/api/v1/users", s, nil)
 		wantError(t, resp, body, http.StatusUnauthorized)
+	}
+}
+
+// TestSignatures_failureLimitBehindProxy checks the per-address failure
+// limit uses X-Forwarded-For only from a trusted proxy.
+func TestSignatures_failureLimitBehindProxy(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		trusted []netip.Prefix
+		// whether the second client, after the first used its budget, is refused
+		sharedBudget bool
+	}{
+		{"trusted proxy: each client has its own budget", []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, false},
+		{"untrusted peer: forwarded headers are ignored", nil, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newTestServer(t, dbtest.SQLite(t), func(d *handler.Deps, _ *service.SignaturesConfig) {
+				d.AuthFailuresPerMinute, d.TrustedProxies = 3, tt.trusted
+			})
+			for range 3 {
+				resp, body := ts.do("GET", "/api/v1/users", "wrong", nil, "X-Forwarded-For", "198.51.100.9, 203.0.113.5")
+				wantError(t, resp, body, http.StatusUnauthorized)
+			}
+			resp, body := ts.do("GET", "/api/v1/users", "wrong", nil, "X-Forwarded-For", "203.0.113.5")
+			wantError(t, resp, body, http.StatusTooManyRequests)
+			resp, body = ts.do("GET", "/api/v1/users", "wrong", nil, "X-Forwarded-For", "203.0.113.6")
+			want := http.StatusUnauthorized
+			if tt.sharedBudget {
+				want = http.StatusTooManyRequests
+			}
+			wantError(t, resp, body, want)
+		})
 	}
 }

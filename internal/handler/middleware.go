@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,8 +52,8 @@ func accessLog(log *slog.Logger, m *metrics.Metrics) func(http.Handler) http.Han
 	}
 }
 
-// clientIP is the peer's address without its port. Forwarded headers are
-// not trusted: anyone can set them.
+// clientIP is the client's address without its port: the peer's, or the
+// one trustedProxies found in X-Forwarded-For.
 func clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -226,3 +228,37 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (p *progressWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
+
+// trustedProxies takes the client address from X-Forwarded-For when the
+// peer is one of trusted (a reverse proxy of ours): the rightmost address
+// not itself trusted, since anything left of it may be forged by the client.
+// Requests from anyone else keep their peer address, whatever they claim.
+func trustedProxies(trusted []netip.Prefix) func(http.Handler) http.Handler {
+	isTrusted := func(a netip.Addr) bool {
+		return slices.ContainsFunc(trusted, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
+	}
+	return func(next http.Handler) http.Handler {
+		if len(trusted) == 0 {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			peer, err := netip.ParseAddrPort(r.RemoteAddr)
+			if err != nil || !isTrusted(peer.Addr()) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+			for i := len(hops) - 1; i >= 0; i-- {
+				a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+				if err != nil {
+					break // unparsable: stop at the last address we could trust
+				}
+				if !isTrusted(a) {
+					r.RemoteAddr = netip.AddrPortFrom(a, 0).String()
+					break
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

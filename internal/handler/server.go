@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -36,6 +37,9 @@ type Deps struct {
 	Ready func(ctx context.Context) error
 	// Metrics records requests; nil records nothing.
 	Metrics *metrics.Metrics
+	// TrustedProxies are reverse proxies whose X-Forwarded-For names the
+	// client, for the per-address failure limit and the logs.
+	TrustedProxies []netip.Prefix
 	// AuthFailuresPerMinute bounds failed signature checks per client IP.
 	AuthFailuresPerMinute int
 }
@@ -43,6 +47,7 @@ type Deps struct {
 // NewServer returns the whole API as an http.Handler.
 func NewServer(d Deps) http.Handler {
 	r := chi.NewRouter()
+	r.Use(trustedProxies(d.TrustedProxies))
 	r.Use(middleware.RequestID)
 	r.Use(middleware.GetHead)
 	r.Use(accessLog(d.Log, d.Metrics))
