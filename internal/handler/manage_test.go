@@ -70,6 +70,7 @@ func TestReleaseEditAndYank(t *testing.T) {
 			{"/api/v1/updates/1", `{"Rollout": 101}`, 400},
 			{"/api/v1/updates/1", `{"Skipped": "yes"}`, 400},
 			{"/api/v1/updates/1", `[]`, 400},
+			{"/api/v1/updates/1", `{"Message": "a\u0000b"}`, 400},
 			{"/api/v1/updates/x", `{}`, 400},
 			{"/api/v1/updates/99", `{"Message": "x"}`, 404},
 		} {

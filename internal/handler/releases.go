@@ -253,7 +253,10 @@ func (f formReader) Read(b []byte) (int, error) {
 func formError(err error) error {
 	var tooLarge *http.MaxBytesError
 	switch {
-	case err == nil || errors.Is(err, io.EOF):
+	// Only a bare io.EOF ends a part or the form: NextPart wraps io.EOF
+	// when the body stops before the closing delimiter, which is a cut-off
+	// body, not the end of the form.
+	case err == nil || err == io.EOF:
 		return err
 	case errors.As(err, &tooLarge):
 		return model.Errorf(model.TooLarge, "The upload is larger than the limit.")

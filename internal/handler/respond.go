@@ -44,8 +44,14 @@ func decode[T any](w http.ResponseWriter, r *http.Request) (T, error) {
 	var v T
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBytes))
 	err := dec.Decode(&v)
-	if err == nil && dec.More() {
-		err = errors.New("trailing data")
+	if err == nil {
+		// Only white space may follow. (dec.More reports false for a stray
+		// ']' or '}', so it cannot tell.)
+		if _, terr := dec.Token(); terr == nil {
+			err = errors.New("trailing data")
+		} else if terr != io.EOF {
+			err = terr
+		}
 	}
 	if err == nil {
 		return v, nil

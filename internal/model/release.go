@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Release is one uploaded build of the client.
@@ -43,6 +45,9 @@ func (p ReleasePatch) Validate() error {
 	}
 	if p.Notes != nil && len(*p.Notes) > MaxNotesLen {
 		return Errorf(Invalid, "Message must be at most %d bytes.", MaxNotesLen)
+	}
+	if p.Notes != nil && (!utf8.ValidString(*p.Notes) || strings.ContainsRune(*p.Notes, 0)) {
+		return Errorf(Invalid, "Message must be UTF-8 text without NUL characters.")
 	}
 	return nil
 }

@@ -416,8 +416,9 @@ func readField(p Part) (string, error) {
 	if len(b) > maxFieldBytes {
 		return "", model.Errorf(model.Invalid, "The field %s is longer than %d bytes.", p.Field, maxFieldBytes)
 	}
-	if !utf8.Valid(b) {
-		return "", model.Errorf(model.Invalid, "The field %s must be UTF-8 text.", p.Field)
+	// PostgreSQL text cannot hold NUL; refuse it here rather than fail there.
+	if !utf8.Valid(b) || strings.ContainsRune(string(b), 0) {
+		return "", model.Errorf(model.Invalid, "The field %s must be UTF-8 text without NUL characters.", p.Field)
 	}
 	return string(b), nil
 }
