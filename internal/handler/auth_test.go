@@ -3,8 +3,8 @@ package handler_test
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"

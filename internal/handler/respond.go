@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,9 @@ import (
 
 	"github.com/wemesse/server/internal/model"
 )
+
+// statusClientClosed records a request whose client hung up first.
+const statusClientClosed = 499
 
 // maxJSONBytes bounds every JSON request body.
 const maxJSONBytes = 64 << 10
@@ -86,6 +90,13 @@ func jsonKind(goKind string) string {
 // fail writes err as a JSON error. Errors without a code are logged once,
 // with the request id, and reach the client as a plain "Internal error.".
 func fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client hung up; nobody reads this answer, and it is not the
+		// server's failure. 499 is nginx's code for it, in logs and metrics.
+		log.InfoContext(r.Context(), "client went away", "request_id", middleware.GetReqID(r.Context()))
+		w.WriteHeader(statusClientClosed)
+		return
+	}
 	code := model.ErrorCode(err)
 	status := statusOf[code]
 	if status == 0 {

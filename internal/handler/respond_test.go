@@ -2,6 +2,8 @@ package handler
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -24,5 +26,17 @@ func TestRecoverJSON(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "boom") {
 		t.Errorf("the panic was not logged: %s", logs.String())
+	}
+}
+
+func TestFail_clientGone(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rec := httptest.NewRecorder()
+	fail(rec, httptest.NewRequest("POST", "/api/v1/users", nil).WithContext(ctx), log, fmt.Errorf("waiting: %w", context.Canceled))
+	if rec.Code != statusClientClosed || strings.Contains(logs.String(), "ERROR") {
+		t.Errorf("status %d, log %s; want 499 and no error logged", rec.Code, logs.String())
 	}
 }

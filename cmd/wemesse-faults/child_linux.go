@@ -1,0 +1,10 @@
+package main
+
+import "syscall"
+
+// childAttr puts the server in its own process group, so that a Ctrl-C at
+// the terminal reaches only us (we stop it ourselves), and has the kernel
+// kill it should we die without doing so.
+func childAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}

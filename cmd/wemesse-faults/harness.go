@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// harness holds what every scenario shares: the report, the PostgreSQL
+// cluster, the server binary and everything that must be cleaned up.
+type harness struct {
+	out  io.Writer
+	opts options
+	base string // the one temporary directory; everything lives below it
+
+	mu             sync.Mutex
+	passed, failed int
+	scenarioStart  time.Time
+
+	bin   string     // server binary
+	pg    *pgCluster // shared cluster; each scenario has its own database
+	admin string     // WEMESSE_SIGNATURE of every server
+
+	servers []*serverProc
+
+	watchdog     *exec.Cmd
+	watchdogPipe *os.File
+	cleanupOnce  sync.Once
+}
+
+// newHarness creates the temporary directory and starts the watchdog that
+// removes it (and stops PostgreSQL) should this process die without
+// cleaning up.
+func newHarness(out io.Writer, opts options) (*harness, error) {
+	parent := os.TempDir()
+	if os.Geteuid() == 0 {
+		parent = "/tmp" // the postgres user must be able to reach the data directory
+	}
+	base, err := os.MkdirTemp(parent, "wemesse-faults-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		os.RemoveAll(base)
+		return nil, err
+	}
+	h := &harness{out: out, opts: opts, base: base, admin: randomSecret(32), scenarioStart: time.Now()}
+	if err := h.startWatchdog(); err != nil {
+		os.RemoveAll(base)
+		return nil, fmt.Errorf("start the cleanup watchdog: %w", err)
+	}
+	return h, nil
+}
+
+// watchdogScript waits for EOF on stdin (this process closed the pipe or
+// died), then stops a postmaster still running in $1/pg/data and removes $1
+// unless $2 is "keep".
+const watchdogScript = `
+cat >/dev/null
+pidfile="$1/pg/data/postmaster.pid"
+if [ -f "$pidfile" ]; then
+	pid=$(head -n 1 "$pidfile")
+	if [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null; then
+		i=0
+		while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
+			sleep 0.1
+			i=$((i+1))
+		done
+		kill -KILL "$pid" 2>/dev/null
+	fi
+fi
+[ "$2" = keep ] || rm -rf "$1"
+`
+
+func (h *harness) startWatchdog() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	keep := "remove"
+	if h.opts.keep {
+		keep = "keep"
+	}
+	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "wemesse-faults-watchdog", h.base, keep)
+	cmd.Stdin = r
+	// Its own session: a Ctrl-C to our process group must not stop it
+	// before it has cleaned up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return err
+	}
+	h.watchdog, h.watchdogPipe = cmd, w
+	return nil
+}
+
+// prepare builds (or takes) the server binary and starts PostgreSQL.
+func (h *harness) prepare(ctx context.Context, pgBin string) error {
+	bin, err := h.serverBinary(ctx)
+	if err != nil {
+		return err
+	}
+	h.bin = bin
+	begin := time.Now()
+	pg, err := startCluster(ctx, filepath.Join(h.base, "pg"), pgBin)
+	if pg != nil {
+		h.pg = pg // stopped by cleanup even if the start failed half-way
+	}
+	if err != nil {
+		return err
+	}
+	user := "this user"
+	if pg.cred != nil {
+		user = `the "postgres" OS user`
+	}
+	h.printf("PostgreSQL %s started as %s on 127.0.0.1:%d in %s (postmaster pid %d)",
+		pg.version, user, pg.port, time.Since(begin).Round(time.Millisecond), pg.pid())
+	return nil
+}
+
+// cleanup stops every process this run started and removes the temporary
+// directory. It is safe to call more than once.
+func (h *harness) cleanup() {
+	h.cleanupOnce.Do(func() {
+		h.killServers()
+		if h.pg != nil {
+			if err := h.pg.destroy(); err != nil {
+				fmt.Fprintf(h.out, "cleanup: stopping PostgreSQL: %v\n", err)
+			}
+		}
+		if h.opts.keep {
+			fmt.Fprintf(h.out, "kept %s (-keep)\n", h.base)
+		} else if err := os.RemoveAll(h.base); err != nil {
+			fmt.Fprintf(h.out, "cleanup: %v\n", err)
+		}
+		if h.watchdog != nil {
+			h.watchdogPipe.Close()
+			done := make(chan struct{})
+			go func() { h.watchdog.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				h.watchdog.Process.Kill()
+				<-done
+			}
+		}
+	})
+}
+
+// track registers a server process so that it is stopped on every path.
+func (h *harness) track(s *serverProc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.servers = append(h.servers, s)
+}
+
+// stopServers kills the servers a scenario left running.
+func (h *harness) stopServers() { h.killServers() }
+
+func (h *harness) killServers() {
+	h.mu.Lock()
+	servers := h.servers
+	h.servers = nil
+	h.mu.Unlock()
+	for _, s := range servers {
+		s.kill()
+	}
+}
+
+// mkdir creates a directory below the temporary directory.
+func (h *harness) mkdir(name string) (string, error) {
+	dir := filepath.Join(h.base, name)
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+// Reporting. Every line carries the time since the scenario began.
+
+func (h *harness) line(tag, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	msg = strings.ReplaceAll(strings.TrimRight(msg, "\n"), "\n", "\n                   ")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fmt.Fprintf(h.out, "%7.2fs  %-7s %s\n", time.Since(h.scenarioStart).Seconds(), tag, msg)
+}
+
+func (h *harness) printf(format string, args ...any) { h.line("", format, args...) }
+
+// inject reports a fault being injected.
+func (h *harness) inject(format string, args ...any) { h.line("INJECT", format, args...) }
+
+// info reports an observation that is not a verification.
+func (h *harness) info(format string, args ...any) { h.line("info", format, args...) }
+
+// note reports something worth a reader's attention that is not a failure.
+func (h *harness) note(format string, args ...any) { h.line("NOTE", format, args...) }
+
+func (h *harness) pass(format string, args ...any) {
+	h.mu.Lock()
+	h.passed++
+	h.mu.Unlock()
+	h.line("PASS", format, args...)
+}
+
+func (h *harness) fail(format string, args ...any) {
+	h.mu.Lock()
+	h.failed++
+	h.mu.Unlock()
+	h.line("FAIL", format, args...)
+}
+
+// check counts one verification: PASS when ok, else FAIL. The message says
+// what was verified; detail, if any, is appended.
+func (h *harness) check(ok bool, format string, args ...any) bool {
+	if ok {
+		h.pass(format, args...)
+	} else {
+		h.fail(format, args...)
+	}
+	return ok
+}
+
+func (h *harness) section(title string) {
+	h.mu.Lock()
+	h.scenarioStart = time.Now()
+	fmt.Fprintf(h.out, "\n== %s\n", title)
+	h.mu.Unlock()
+}
+
+// summary prints the last line: exactly "N passed, M failed".
+func (h *harness) summary() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fmt.Fprintf(h.out, "\n%d passed, %d failed\n", h.passed, h.failed)
+}
+
+// randomSecret returns n random bytes, base64url-encoded.
+func randomSecret(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails
+	return base64.RawURLEncoding.EncodeToString(b)
+}
