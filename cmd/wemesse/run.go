@@ -47,9 +47,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	switch cmd {
 	case "serve":
-		return serve(ctx, cfg, log)
+		return serve(ctx, cfg, log, getenv)
 	case "signature":
-		return signatureCommand(ctx, cfg, log, args, stdout)
+		return signatureCommand(ctx, cfg, log, args, stdout, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -77,7 +77,8 @@ type app struct {
 }
 
 // open connects to the database, migrates it and wires the services.
-func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error) {
+// getenv supplies what the storage reads besides cfg (AWS_*).
+func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(string) string) (*app, error) {
 	db, err := repository.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return nil, err
@@ -86,7 +87,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error
 		repository.Close(db)
 		return nil, err
 	}
-	files, err := openFiles(ctx, cfg)
+	files, err := openFiles(ctx, cfg, getenv)
 	if err != nil {
 		repository.Close(db)
 		return nil, err
@@ -100,6 +101,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error
 	a.releases = service.NewReleases(repository.NewReleases(db), files, service.ReleasesConfig{
 		PublicURL: cfg.PublicURL, MaxUpload: cfg.MaxUploadBytes, DefaultABI: cfg.DefaultABI,
 		Refresh: cfg.ReleasesRefresh, Key: storage.Key, SafeName: storage.SafeName, Observer: a.metrics,
+		Redirect: cfg.StorageRedirect,
 	}, log)
 	users := repository.NewUsers(db)
 	writers := cfg.DeviceWriters
@@ -131,8 +133,13 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error
 	return a, nil
 }
 
-// openFiles returns the storage that cfg selects.
-func openFiles(ctx context.Context, cfg config.Config) (fileStore, error) {
+// openFiles returns the storage that cfg selects: the bucket of
+// WEMESSE_STORAGE_URL, with endpoint, region and credentials from the
+// standard AWS_* variables, or else WEMESSE_UPLOAD_DIR on local disk.
+func openFiles(ctx context.Context, cfg config.Config, getenv func(string) string) (fileStore, error) {
+	if cfg.StorageURL != "" {
+		return storage.NewS3(ctx, cfg.StorageURL, getenv)
+	}
 	return storage.NewDisk(cfg.UploadDir)
 }
 
@@ -143,9 +150,9 @@ func (a *app) close() {
 }
 
 // serve runs the HTTP server until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(string) string) error {
 	log.Info("starting", "config", cfg)
-	a, err := open(ctx, cfg, log)
+	a, err := open(ctx, cfg, log, getenv)
 	if err != nil {
 		return err
 	}
@@ -286,11 +293,11 @@ func serveMetrics(addr string, m *metrics.Metrics, log *slog.Logger) (func(), er
 }
 
 // signatureCommand runs `wemesse signature ...`.
-func signatureCommand(ctx context.Context, cfg config.Config, log *slog.Logger, args []string, stdout io.Writer) error {
+func signatureCommand(ctx context.Context, cfg config.Config, log *slog.Logger, args []string, stdout io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
 		return errors.New("signature: want create, list or revoke\n" + usage)
 	}
-	a, err := open(ctx, cfg, log)
+	a, err := open(ctx, cfg, log, getenv)
 	if err != nil {
 		return err
 	}

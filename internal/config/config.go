@@ -159,6 +159,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("addr", c.Addr),
 		slog.String("database", redactURL(c.DatabaseURL)),
 		slog.String("upload_dir", c.UploadDir),
+		slog.String("storage_url", c.StorageURL),
+		slog.Bool("storage_redirect", c.StorageRedirect),
 		slog.String("public_url", c.PublicURL),
 		slog.String("mirror_url", c.MirrorURL),
 		slog.Int64("max_upload_bytes", c.MaxUploadBytes),

@@ -19,9 +19,29 @@ import (
 // Range, ETag and If-None-Match handled by http.ServeContent so that a
 // phone on a bad network can resume. A download counts once its last byte
 // is written: a full GET, or a range that ends the file.
+//
+// When downloads are redirected (object storage with
+// WEMESSE_STORAGE_REDIRECT), the answer is a 302 to a short-lived presigned
+// URL at the store, which handles Range and ETag itself. The transfer then
+// completes at the store, out of sight, so a redirect counts as the
+// download: a GET that starts a transfer (no Range, or a range from the
+// first byte) counts once; resumptions do not.
 func handleDownload(releases *service.Releases, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key := strings.TrimPrefix(r.URL.Path, "/uploads/")
+		if url, ok, err := releases.DownloadURL(r.Context(), key); err != nil {
+			fail(w, r, log, err)
+			return
+		} else if ok {
+			w.Header().Set("Cache-Control", "no-store") // the URL expires
+			http.Redirect(w, r, url, http.StatusFound)
+			if rg := r.Header.Get("Range"); r.Method == http.MethodGet && (rg == "" || strings.HasPrefix(strings.TrimSpace(rg), "bytes=0-")) {
+				if err := releases.CountDownload(context.WithoutCancel(r.Context()), key); err != nil {
+					log.WarnContext(r.Context(), "count download", "request_id", middleware.GetReqID(r.Context()), "key", key, "err", err)
+				}
+			}
+			return
+		}
 		f, info, err := releases.Open(r.Context(), key)
 		if err != nil {
 			fail(w, r, log, err)

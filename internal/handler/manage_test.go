@@ -120,8 +120,10 @@ func TestReleaseEditAndYank(t *testing.T) {
 // with Range, and checks one completed download is counted.
 func TestDownloads_countCompletedOnly(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, dsn string) {
-		ts := newTestServer(t, dsn, func(d *handler.Deps, _ *service.SignaturesConfig) { d.MaxUploadBytes = 8 << 20 })
-		content := strings.Repeat("0123456789", 400_000) // 4 MB: larger than socket buffers
+		ts := newTestServer(t, dsn, func(d *handler.Deps, _ *service.SignaturesConfig) { d.MaxUploadBytes = 32 << 20 })
+		// 24 MB, read through a small receive buffer: far more than the
+		// kernel can hold on the way, so hanging up really cuts it short.
+		content := strings.Repeat("0123456789", 2_400_000)
 		resp, body := ts.upload(ts.admin, "appVersion", "3_01", "tmpFile", "big.apk|"+content)
 		if resp.StatusCode != http.StatusCreated {
 			t.Fatalf("upload: %d %s", resp.StatusCode, body)
@@ -136,6 +138,7 @@ func TestDownloads_countCompletedOnly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		conn.(*net.TCPConn).SetReadBuffer(16 << 10)
 		fmt.Fprintf(conn, "GET /uploads/3_01/big.apk HTTP/1.1\r\nHost: x\r\n\r\n")
 		br := bufio.NewReader(conn)
 		got, err := http.ReadResponse(br, nil)

@@ -53,6 +53,16 @@ type Files interface {
 	Open(ctx context.Context, key string) (io.ReadSeekCloser, fs.FileInfo, error)
 }
 
+// Presigner is a Files that can hand out a short-lived URL at which the
+// store itself serves the file at key (object storage). NotFound when
+// absent.
+type Presigner interface {
+	PresignedURL(ctx context.Context, key string, ttl time.Duration) (string, error)
+}
+
+// DownloadURLTTL is how long a download URL from DownloadURL stays valid.
+const DownloadURLTTL = 15 * time.Minute
+
 // Part is one field of an upload form. Body is read at most once.
 type Part struct {
 	Field    string
@@ -79,6 +89,7 @@ type Releases struct {
 	defaultABI string
 	refresh    time.Duration
 	observer   Observer
+	redirect   bool
 	log        *slog.Logger
 
 	// current is every release as last read, for the update check, which
@@ -107,6 +118,10 @@ type ReleasesConfig struct {
 	// Key and SafeName come from the storage in use.
 	Key      func(version, abi, name string) string
 	SafeName func(string) string
+
+	// Redirect sends downloads to the store (DownloadURL) when the Files
+	// is a Presigner.
+	Redirect bool
 }
 
 // NewReleases returns a Releases.
@@ -114,7 +129,7 @@ func NewReleases(store ReleaseStore, files Files, cfg ReleasesConfig, log *slog.
 	return &Releases{
 		store: store, files: files, keyOf: cfg.Key, safeName: cfg.SafeName,
 		publicURL: cfg.PublicURL, maxUpload: cfg.MaxUpload, defaultABI: cfg.DefaultABI, refresh: cfg.Refresh,
-		observer: cmp.Or[Observer](cfg.Observer, NopObserver{}), log: log,
+		observer: cmp.Or[Observer](cfg.Observer, NopObserver{}), redirect: cfg.Redirect, log: log,
 	}
 }
 
@@ -249,6 +264,21 @@ func (s *Releases) List(ctx context.Context) ([]model.Release, error) {
 // Open opens a stored build for download. NotFound when absent.
 func (s *Releases) Open(ctx context.Context, key string) (io.ReadSeekCloser, fs.FileInfo, error) {
 	return s.files.Open(ctx, key)
+}
+
+// DownloadURL returns a short-lived URL (DownloadURLTTL) at which the store
+// serves the file at key, with ok true, when downloads are redirected;
+// ok is false when they are served by Open. NotFound when absent.
+func (s *Releases) DownloadURL(ctx context.Context, key string) (url string, ok bool, err error) {
+	p, isPresigner := s.files.(Presigner)
+	if !s.redirect || !isPresigner {
+		return "", false, nil
+	}
+	url, err = p.PresignedURL(ctx, key, DownloadURLTTL)
+	if err != nil {
+		return "", true, err
+	}
+	return url, true, nil
 }
 
 // upload collects an upload form's fields.
