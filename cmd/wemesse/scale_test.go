@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -9,39 +11,59 @@ import (
 	"time"
 
 	"github.com/wemesse/server/internal/dbtest"
+	"github.com/wemesse/server/internal/s3test"
 )
 
-// TestRun_twoServers runs two servers on one PostgreSQL database: a release
-// uploaded through A is offered by B within a second, concurrent device
-// reports spread over both give exact rows and counts, and a signature
-// revoked through the CLI stops working on both.
-func TestRun_twoServers(t *testing.T) {
-	dsn := dbtest.Postgres(t)
-	dir := t.TempDir()
+// TestProcess_twoServers runs two server processes on one PostgreSQL
+// database and one S3-compatible store (a real versitygw): a release
+// uploaded through A downloads through B, whole and by range, and B offers
+// it within a second; concurrent device reports spread over both give exact
+// rows and counts; a signature revoked through the CLI stops working on both
+// within a second.
+func TestProcess_twoServers(t *testing.T) {
+	bin := buildBinary(t)
 	const secret = "two-servers-secret"
-	env := map[string]string{
-		"WEMESSE_DATABASE_URL": dsn, "WEMESSE_UPLOAD_DIR": dir, "WEMESSE_SIGNATURE": secret,
-		// Longer than the test's bounds, so only notifications can explain a prompt change.
-		"WEMESSE_RELEASES_REFRESH": "1m", "WEMESSE_AUTH_REFRESH": "1m",
+	env := s3Env(t, dbtest.Postgres(t), s3test.Bucket(t), "builds")
+	env["WEMESSE_SIGNATURE"] = secret
+	env["WEMESSE_ARGON2_MEMORY"] = "1024"
+	// Longer than the test's bounds, so only notifications can explain a prompt change.
+	env["WEMESSE_RELEASES_REFRESH"], env["WEMESSE_AUTH_REFRESH"] = "1m", "1m"
+	start := func() *server {
+		e := maps.Clone(env)
+		e["WEMESSE_ADDR"] = freeAddr(t)
+		e["WEMESSE_PUBLIC_URL"] = "http://" + e["WEMESSE_ADDR"] + "/uploads"
+		_, s := startProcess(t, bin, e)
+		return s
 	}
-	a := startServer(t, env)
-	b := startServer(t, env)
+	a, b := start(), start()
 
-	start := time.Now()
-	uploadBuild(t, a, secret, "2264_00", "shared build")
+	content := strings.Repeat("shared build ", 100000)
+	began := time.Now()
+	uploadBuild(t, a, secret, "2264_00", content)
 	for {
 		code, body := get(t, b, "/api/v1/updates/2263_00", "")
 		if code == 200 && strings.Contains(string(body), `"Version":"2264_00"`) {
 			break
 		}
-		if time.Since(start) > time.Second {
+		if time.Since(began) > time.Second {
 			t.Fatalf("B did not offer A's upload within 1s: %d %s", code, body)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Logf("B offered A's upload %v after the upload began", time.Since(start))
-	if code, body := get(t, b, "/uploads/2264_00/wemesse.apk", ""); code != 200 || string(body) != "shared build" {
-		t.Errorf("download through B: %d %q", code, body)
+	t.Logf("B offered A's upload %v after the upload began", time.Since(began))
+	if code, body := get(t, b, "/uploads/2264_00/wemesse.apk", ""); code != 200 || string(body) != content {
+		t.Errorf("download through B: %d, %d bytes", code, len(body))
+	}
+	req, _ := http.NewRequest("GET", b.base+"/uploads/2264_00/wemesse.apk", nil)
+	req.Header.Set("Range", "bytes=1000-1999")
+	resp, err := b.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || string(part) != content[1000:2000] {
+		t.Errorf("range through B: %d, %d bytes", resp.StatusCode, len(part))
 	}
 
 	var wg sync.WaitGroup
@@ -49,10 +71,7 @@ func TestRun_twoServers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s := a
-			if i%2 == 1 {
-				s = b
-			}
+			s := []*server{a, b}[i%2]
 			// 100 devices, each reported twice, once through each server.
 			body := fmt.Sprintf(`{"SessionID": %d, "AppVersion": "2264_00", "DeviceMac": "m"}`, i/2+1)
 			req, _ := http.NewRequest("POST", s.base+"/api/v1/users", strings.NewReader(body))
@@ -69,13 +88,11 @@ func TestRun_twoServers(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	_, body := get(t, a, "/api/v1/updates", secret)
-	if !strings.Contains(string(body), `"Uploads":100`) {
+	if _, body := get(t, a, "/api/v1/updates", secret); !strings.Contains(string(body), `"Uploads":100,`) {
 		t.Errorf("100 devices reported twice over two servers: %s, want Uploads 100", body)
 	}
-	_, body = get(t, b, "/api/v1/users?limit=100000", secret)
-	if n := strings.Count(string(body), `"ID"`); n != 100 {
-		t.Errorf("%d users, want 100", n)
+	if _, body := get(t, b, "/api/v1/users?limit=100000", secret); strings.Count(string(body), `"ID"`) != 100 {
+		t.Errorf("%d users, want 100", strings.Count(string(body), `"ID"`))
 	}
 
 	out, err := signature(t, env, "create")
@@ -91,14 +108,14 @@ func TestRun_twoServers(t *testing.T) {
 	if _, err := signature(t, env, "revoke", "2"); err != nil {
 		t.Fatal(err)
 	}
-	start = time.Now()
+	began = time.Now()
 	for _, s := range []*server{a, b} {
 		for {
 			code, _ := get(t, s, "/api/v1/users?limit=1", extra)
 			if code == 401 {
 				break
 			}
-			if time.Since(start) > time.Second {
+			if time.Since(began) > time.Second {
 				t.Fatalf("%s still accepts a revoked secret after 1s", s.base)
 			}
 			time.Sleep(10 * time.Millisecond)
