@@ -225,3 +225,73 @@ func TestStats(t *testing.T) {
 		wantError(t, resp, b, http.StatusForbidden)
 	})
 }
+
+// TestStats_matchesSQL generates 100,000 users and checks every number of
+// /api/v1/stats against a direct SQL count written independently of the
+// server's queries.
+func TestStats_matchesSQL(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ts := newTestServer(t, dsn)
+		ts.mustUpload("2264_00")
+		ts.mustUpload("2264_00", "targetABI", "arm")
+		ts.mustUpload("2265_01", "targetABI", "arm64")
+		ts.mustUpload("2265_01")
+		ts.mustUpload("2266_00", "targetABI", "x86")
+		now := time.Now().Unix()
+		gen := `WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 100000)
+			INSERT INTO users (session_id, device_mac, app_version, target_abi, session_activity)
+			SELECT n, 'mac', CASE n % 4 WHEN 0 THEN '2264_00' WHEN 1 THEN '2265_01' WHEN 2 THEN '2266_00' ELSE '9_9' END,
+				CASE n % 5 WHEN 0 THEN '' WHEN 1 THEN 'arm' WHEN 2 THEN 'arm64' WHEN 3 THEN 'x86' ELSE 'x86_64' END,
+				? - (n % 60) * 86400 - 43200 FROM g`
+		if strings.HasPrefix(dsn, "postgres") {
+			gen = `INSERT INTO users (session_id, device_mac, app_version, target_abi, session_activity)
+				SELECT n, 'mac', CASE n % 4 WHEN 0 THEN '2264_00' WHEN 1 THEN '2265_01' WHEN 2 THEN '2266_00' ELSE '9_9' END,
+					CASE n % 5 WHEN 0 THEN '' WHEN 1 THEN 'arm' WHEN 2 THEN 'arm64' WHEN 3 THEN 'x86' ELSE 'x86_64' END,
+					? - (n % 60) * 86400 - 43200 FROM generate_series(1, 100000) n`
+		}
+		if err := ts.db.Exec(gen, now).Error; err != nil {
+			t.Fatal(err)
+		}
+		resp, body := ts.do("GET", "/api/v1/stats", ts.admin, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("stats: %d %s", resp.StatusCode, body)
+		}
+		var got struct {
+			Releases []struct {
+				Id                 int64
+				Version, TargetABI string
+				Devices, Active30d int64
+			}
+			Totals struct{ Devices, Active30d int64 }
+		}
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatal(err)
+		}
+		// Activities sit half a day off the 30-day line, so the second the
+		// server reads its clock cannot matter.
+		// A device counts on the build for its ABI (none reported: arm64),
+		// else on the universal build of its version.
+		const effective = `COALESCE(NULLIF(u.target_abi, ''), 'arm64')`
+		var sumDevices, sumActive int64
+		for _, r := range got.Releases {
+			where := `u.app_version = ? AND ` + effective + ` = ?`
+			args := []any{r.Version, r.TargetABI}
+			if r.TargetABI == "" {
+				where = `u.app_version = ? AND NOT EXISTS (SELECT 1 FROM apps a WHERE a.app_version = u.app_version AND a.target_abi = ` + effective + `)`
+				args = []any{r.Version}
+			}
+			var want struct{ Devices, Active int64 }
+			q := `SELECT COUNT(*) AS devices, SUM(CASE WHEN u.session_activity >= ? THEN 1 ELSE 0 END) AS active FROM users u WHERE ` + where
+			if err := ts.db.Raw(q, append([]any{now - 30*86400}, args...)...).Scan(&want).Error; err != nil {
+				t.Fatal(err)
+			}
+			if r.Devices != want.Devices || r.Active30d != want.Active {
+				t.Errorf("release %d (%s %q): Devices %d Active30d %d, SQL says %d %d", r.Id, r.Version, r.TargetABI, r.Devices, r.Active30d, want.Devices, want.Active)
+			}
+			sumDevices, sumActive = sumDevices+want.Devices, sumActive+want.Active
+		}
+		if got.Totals.Devices != sumDevices || got.Totals.Active30d != sumActive || sumDevices == 0 {
+			t.Errorf("totals %+v, SQL says %d devices, %d active", got.Totals, sumDevices, sumActive)
+		}
+	})
+}
