@@ -3,8 +3,14 @@
 // scenario, and prints a table of measured values against their targets.
 //
 //	wemesse-bench [SCENARIO] [flags]     run a scenario (default: auth)
+//	wemesse-bench all [flags]            run every scenario (make bench)
 //	wemesse-bench list                   list the scenarios
 //	wemesse-bench SCENARIO -h            show a scenario's flags
+//
+// The update, device, users and upload scenarios run each server row on
+// SQLite and on PostgreSQL (a throwaway cluster the tool starts, see -db),
+// next to a reference measured in the same run: a minimal net/http handler,
+// pgbench, psql, the sqlite3 CLI. Load comes from vegeta, in process.
 //
 // It exits non-zero when any target fails, unless -no-fail is given.
 package main
@@ -75,11 +81,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	b := &bench{opts: opts, stderr: stderr}
+	defer b.close() // also on a panic; close is idempotent
 	rep := newReport(sc.Name(), readMachine())
+	if la := loadAverage(); la != "" {
+		rep.setupf("load average (1, 5, 15 min) at the start: %s; the tool, the server and the databases share the machine's cores with anything else running", la)
+	}
 	runErr := sc.Run(ctx, b, rep)
+	b.close()
+	if la := loadAverage(); la != "" {
+		rep.notef("load average (1, 5, 15 min) at the end: %s", la)
+	}
 	// What was measured is printed even when the run stopped early.
-	if len(rep.rows) > 0 || runErr == nil {
-		rep.print(stdout)
+	if len(rep.rows) > 0 || len(rep.results) > 0 || runErr == nil {
+		rep.write(stdout, opts.markdown)
 	}
 	if runErr != nil {
 		return fmt.Errorf("%s: %w", sc.Name(), runErr)

@@ -3,6 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +134,171 @@ func TestFmtDuration(t *testing.T) {
 	} {
 		if got := fmtDuration(d); got != want {
 			t.Errorf("fmtDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+func TestRunListsEveryScenario(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"list"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"auth", "update", "device", "users", "upload", "all"} {
+		if !strings.Contains(out.String(), "  "+name+" ") {
+			t.Errorf("list output lacks %s:\n%s", name, out.String())
+		}
+	}
+}
+
+// Invalid flags fail before anything is built or started.
+func TestRunRejectsBadScenarioFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"update", "-update-duration", "1ms"},
+		{"update", "-update-connections", "0"},
+		{"device", "-device-clients", "0"},
+		{"device", "-device-users", "0"},
+		{"users", "-list-users", "0"},
+		{"upload", "-upload-bytes", "0"},
+		{"update", "-db", "mysql"},
+		{"update", "-pg-set", "port=5432"},
+		{"update", "-pg-set", "novalue"},
+		{"all", "-requests", "0"},
+	} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), args, &out, &errOut); err == nil {
+			t.Errorf("run(%q) = nil, want an error", args)
+		}
+	}
+}
+
+func TestAllRegistersEveryFlag(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"all", "-h"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"-update-duration", "-device-users", "-list-users", "-upload-bytes", "-flood-duration", "-db", "-markdown"} {
+		if !strings.Contains(errOut.String(), f) {
+			t.Errorf("all -h lacks %s", f)
+		}
+	}
+}
+
+func TestDBList(t *testing.T) {
+	var d dbList
+	if err := d.Set("postgres, sqlite,postgres"); err != nil {
+		t.Fatal(err)
+	}
+	if d.String() != "postgres,sqlite" {
+		t.Errorf("got %q", d.String())
+	}
+	if d.Set("oracle") == nil {
+		t.Error("oracle accepted")
+	}
+}
+
+func TestRowCounter(t *testing.T) {
+	body := `[{"ID":1,"x":"{\"ID\""},{"ID":2},{"ID":3}]` + "\n"
+	for size := 1; size <= len(body); size++ {
+		c := &rowCounter{}
+		for i := 0; i < len(body); i += size {
+			c.Write([]byte(body[i:min(i+size, len(body))]))
+		}
+		if c.rows != 3 || c.bytes != int64(len(body)) || !c.complete() {
+			t.Errorf("chunks of %d: rows %d bytes %d complete %t", size, c.rows, c.bytes, c.complete())
+		}
+	}
+	c := &rowCounter{}
+	c.Write([]byte(`[{"ID":1}`))
+	if c.complete() {
+		t.Error("a cut array counts as complete")
+	}
+}
+
+func TestMultipartBodyStreams(t *testing.T) {
+	const size = 3<<20 + 123
+	m, err := newMultipartBody("2267_00", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(m.reader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(all)) != m.length() {
+		t.Fatalf("read %d bytes, length says %d", len(all), m.length())
+	}
+	_, params, _ := mime.ParseMediaType(m.contentType)
+	mr := multipart.NewReader(bytes.NewReader(all), params["boundary"])
+	sizes := map[string]int64{}
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, p)
+		sizes[p.FormName()] = n
+	}
+	if sizes["tmpFile"] != size || sizes["appVersion"] != 7 {
+		t.Errorf("parts %v", sizes)
+	}
+
+	srv := httptest.NewServer(http.HandlerFunc(discardMultipart))
+	defer srv.Close()
+	if _, err := m.post(context.Background(), srv.URL, "", http.StatusCreated); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReportResults(t *testing.T) {
+	r := newReport("t", machine{nproc: 2, cpu: "cpu", goVer: "go"})
+	r.result(resultRow{scenario: "s", db: "sqlite", measured: "10 req/s", checks: []rowCheck{
+		{label: "ratio", target: target{value: 0.95, op: ">=", limit: 0.9, format: fmtRatio}},
+		{label: "p99", target: target{value: 12, op: "<", limit: 10, format: fmtMS}},
+	}})
+	r.result(resultRow{scenario: "info", db: "postgres", measured: "1 s"})
+	r.check("a", "x", target{value: 1, op: "==", limit: 1, format: fmtCount})
+	if r.checks() != 3 || r.failures() != 1 {
+		t.Errorf("checks %d failures %d, want 3 and 1", r.checks(), r.failures())
+	}
+	var text, md bytes.Buffer
+	r.write(&text, false)
+	r.write(&md, true)
+	for _, want := range []string{"ratio >= 0.90", "p99 < 10.0 ms", "FAIL (p99 12.0 ms)", "2 of 3 targets passed", "SERVER PEAK RSS"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, text.String())
+		}
+	}
+	for _, want := range []string{"| scenario | db |", "|---|", "| s | sqlite | 10 req/s |", "- machine: nproc 2"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown report lacks %q:\n%s", want, md.String())
+		}
+	}
+}
+
+func TestLoadStatsAdd(t *testing.T) {
+	var s loadStats
+	s.add(loadStats{ok: 10, codes: map[uint16]int{200: 10}, latencies: make([]time.Duration, 10), elapsed: time.Second})
+	s.add(loadStats{ok: 20, codes: map[uint16]int{200: 20, 0: 1}, errors: map[string]int{"x": 1}, latencies: make([]time.Duration, 21), elapsed: time.Second})
+	if s.ok != 30 || s.failed() != 1 || s.rate() != 15 || len(s.latencies) != 31 {
+		t.Errorf("got %+v", s)
+	}
+}
+
+func TestFmtInt(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -1000: "-1,000"} {
+		if got := fmtInt(n); got != want {
+			t.Errorf("fmtInt(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestEveryMemberOfAllValidates(t *testing.T) {
+	for _, sc := range (&allScenario{}).members() {
+		if _, ok := sc.(validator); !ok {
+			t.Errorf("%s has no validate method: all would run the others before its flags fail", sc.Name())
 		}
 	}
 }

@@ -36,6 +36,11 @@ type scenario interface {
 func scenarios() []scenario {
 	return []scenario{
 		&authScenario{},
+		&updateScenario{},
+		&deviceScenario{},
+		&usersScenario{},
+		&uploadScenario{},
+		&allScenario{},
 	}
 }
 
@@ -53,12 +58,71 @@ type options struct {
 	serverPath string    // a prebuilt server binary; empty: build bin/wemesse
 	noFail     bool      // report failed targets without failing the run
 	serverEnv  envSetter // extra settings for every server started
+	dbs        dbList    // the databases of server rows (not auth's)
+	pgBin      string    // PostgreSQL server binaries; empty: looked up
+	pgSettings pgSetter  // extra -c NAME=VALUE for the PostgreSQL cluster
+	markdown   bool      // print the tables as Markdown
 }
 
 func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.serverPath, "server", "", "server binary to run (default: build bin/wemesse with CGO_ENABLED=0)")
 	fs.BoolVar(&o.noFail, "no-fail", false, "only report failed targets; exit 0")
 	fs.Var(&o.serverEnv, "set", "`WEMESSE_NAME=VALUE` for every server started (repeatable), e.g. -set WEMESSE_ARGON2_CONCURRENCY=4")
+	o.dbs = dbList{dbSQLite, dbPostgres}
+	fs.Var(&o.dbs, "db", "comma-separated `databases` to run the server rows on: sqlite, postgres (auth runs on SQLite only)")
+	fs.StringVar(&o.pgBin, "pg-bin", "", "`DIR` with initdb and postgres (default: $WEMESSE_PG_BIN, /usr/lib/postgresql/15/bin, the newest /usr/lib/postgresql/*/bin, pg_config --bindir)")
+	fs.Var(&o.pgSettings, "pg-set", "`NAME=VALUE` setting for the throwaway PostgreSQL cluster (repeatable), e.g. -pg-set synchronous_commit=off; default: PostgreSQL's own defaults, fsync on")
+	fs.BoolVar(&o.markdown, "markdown", false, "print the tables as Markdown (for BENCHMARKS.md)")
+}
+
+// dbList is the -db flag.
+type dbList []string
+
+func (d *dbList) String() string {
+	if d == nil {
+		return ""
+	}
+	return strings.Join(*d, ",")
+}
+
+func (d *dbList) Set(s string) error {
+	var out dbList
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		switch name {
+		case dbSQLite, dbPostgres:
+			if !slices.Contains(out, name) {
+				out = append(out, name)
+			}
+		default:
+			return fmt.Errorf("unknown database %q: want sqlite, postgres or both", name)
+		}
+	}
+	*d = out
+	return nil
+}
+
+// pgSetter collects -pg-set NAME=VALUE flags.
+type pgSetter []string
+
+func (p *pgSetter) String() string {
+	if p == nil {
+		return ""
+	}
+	return strings.Join(*p, " ")
+}
+
+func (p *pgSetter) Set(s string) error {
+	k, _, ok := strings.Cut(s, "=")
+	if !ok || k == "" || strings.ContainsAny(k, " \t") {
+		return errors.New("want NAME=VALUE")
+	}
+	switch k {
+	case "port", "listen_addresses", "unix_socket_directories":
+		return fmt.Errorf("%s is chosen by the harness", k)
+	}
+	*p = append(*p, s)
+	return nil
 }
 
 // harnessOwned are the settings the harness always chooses itself.
@@ -101,6 +165,52 @@ type bench struct {
 	buildOnce sync.Once
 	binary    string
 	buildErr  error
+	source    string // git describe of the built tree, when known
+
+	pgOnce sync.Once
+	pg     *pgCluster
+	pgErr  error
+}
+
+// postgres returns the throwaway PostgreSQL cluster, started on first use
+// and stopped by close.
+func (b *bench) postgres(ctx context.Context) (*pgCluster, error) {
+	b.pgOnce.Do(func() {
+		dir, err := findPGBin(b.opts.pgBin)
+		if err != nil {
+			b.pgErr = err
+			return
+		}
+		b.logf("starting PostgreSQL from %s", dir)
+		b.pg, b.pgErr = startPostgres(ctx, dir, b.opts.pgSettings, b.logf)
+	})
+	return b.pg, b.pgErr
+}
+
+// close stops what the harness shares between scenarios.
+func (b *bench) close() {
+	if b.pg != nil {
+		b.logf("stopping PostgreSQL")
+		b.pg.stop()
+		b.pg = nil
+	}
+}
+
+// describePostgres adds the cluster's settings to the report, once.
+func (b *bench) describePostgres(ctx context.Context, rep *report) {
+	if b.pg == nil || rep.pgDescribed {
+		return
+	}
+	desc, err := b.pg.describe(ctx)
+	if err != nil {
+		desc = "(settings unreadable: " + err.Error() + ")"
+	}
+	rep.pgDescribed = true
+	extra := ""
+	if len(b.opts.pgSettings) > 0 {
+		extra = "; set with -pg-set: " + b.opts.pgSettings.String()
+	}
+	rep.setupf("PostgreSQL: throwaway cluster (initdb -A trust --locale=C) on 127.0.0.1, shared by the server, pgbench and psql; %s%s", desc, extra)
 }
 
 // logf writes a progress line to stderr; stdout carries only the report.
@@ -144,6 +254,11 @@ func (b *bench) buildServer(ctx context.Context) (string, error) {
 	root := filepath.Dir(gomod)
 	bin := filepath.Join(root, "bin", "wemesse")
 	b.logf("building %s", bin)
+	// What was built, for the report: the commit, and whether the tree
+	// had uncommitted changes.
+	if out, err := exec.CommandContext(ctx, "git", "-C", root, "describe", "--always", "--dirty").Output(); err == nil {
+		b.source = strings.TrimSpace(string(out))
+	}
 	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "./cmd/wemesse")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

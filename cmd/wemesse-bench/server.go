@@ -36,6 +36,7 @@ const (
 type serverSpec struct {
 	binary  string
 	dataDir string            // holds the SQLite database, the uploads and the log
+	dsn     string            // WEMESSE_DATABASE_URL; empty: wemesse.db in dataDir
 	admin   string            // WEMESSE_SIGNATURE
 	env     map[string]string // extra WEMESSE_* settings
 }
@@ -97,6 +98,9 @@ func tryStart(ctx context.Context, spec serverSpec) (*server, error) {
 		"WEMESSE_PUBLIC_URL":   s.URL + "/uploads",
 		"WEMESSE_SIGNATURE":    spec.admin,
 		"WEMESSE_LOG_LEVEL":    "error",
+	}
+	if spec.dsn != "" {
+		settings["WEMESSE_DATABASE_URL"] = spec.dsn
 	}
 	for k, v := range spec.env {
 		settings[k] = v
@@ -231,6 +235,13 @@ func (s *server) Memory() (memory, error) {
 	}
 	defer f.Close()
 	return parseStatus(f)
+}
+
+// ResetPeak makes VmHWM start again from the current VmRSS (Linux 4.0+:
+// "5" written to /proc/PID/clear_refs), so that a later VmHWM is the peak of
+// what ran in between.
+func (s *server) ResetPeak() error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", s.Pid()), []byte("5"), 0)
 }
 
 func parseStatus(r io.Reader) (memory, error) {

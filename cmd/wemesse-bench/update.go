@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+// The update scenario's targets.
+const (
+	updateMinRatio = 0.9                   // server req/s / reference req/s
+	updateMaxP99   = 10 * time.Millisecond // server p99
+	// updateClientVersion is the version the checking clients run: older
+	// than benchVersion, so every answer offers benchVersion.
+	updateClientVersion = "2266_00"
+	updateDevices       = 1024 // distinct ?device= ids cycled through
+)
+
+// updateScenario compares the update check with the fastest possible
+// answer: a minimal net/http handler, in this process, that returns the
+// very bytes the server returned.
+type updateScenario struct {
+	duration time.Duration
+	rounds   int
+	warmup   time.Duration
+	conns    int
+}
+
+func (*updateScenario) Name() string { return "update" }
+
+func (*updateScenario) Summary() string {
+	return "GET /api/v1/updates/{version} vs a minimal net/http handler returning the same bytes, 64 connections"
+}
+
+func (u *updateScenario) SetFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&u.duration, "update-duration", 2*time.Second, "length of each measured update-check run (server and reference)")
+	fs.IntVar(&u.rounds, "update-rounds", 3, "measured runs per side, reference and server alternating; their stats are merged")
+	fs.DurationVar(&u.warmup, "update-warmup", time.Second, "unmeasured load on each side before the update-check runs")
+	fs.IntVar(&u.conns, "update-connections", 64, "concurrent keep-alive connections of the update-check runs")
+}
+
+func (u *updateScenario) validate() error {
+	switch {
+	case u.duration < time.Second || u.duration > 2*time.Minute:
+		return errors.New("-update-duration must be from 1s to 2m")
+	case u.rounds < 1 || u.rounds > 20:
+		return errors.New("-update-rounds must be from 1 to 20")
+	case u.warmup < 0 || u.warmup > time.Minute:
+		return errors.New("-update-warmup must be from 0 to 1m")
+	case u.conns < 1 || u.conns > 1024:
+		return errors.New("-update-connections must be from 1 to 1024")
+	}
+	return nil
+}
+
+func (u *updateScenario) Run(ctx context.Context, b *bench, rep *report) error {
+	if err := u.validate(); err != nil {
+		return err
+	}
+	rep.setupf("update: GET /api/v1/updates/%s?device=ID (%d ids cycled, the answer offers %s) with %d keep-alive connections, closed loop (vegeta, rate 0), %s warm-up, then %d × %s measured per side, reference and server alternating; the reference is a net/http handler in the bench process on another 127.0.0.1 port writing the bytes captured from the server",
+		updateClientVersion, updateDevices, benchVersion, u.conns, u.warmup, u.rounds, u.duration)
+	return b.forEachDB(func(kind string) error { return u.runDB(ctx, b, rep, kind) })
+}
+
+func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, kind string) error {
+	r, err := b.newRig(ctx, rep, kind, "update", nil)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	c := newClient()
+	defer c.CloseIdleConnections()
+	if err := uploadBuild(ctx, c, r.srv.URL, r.admin, benchVersion, 4096); err != nil {
+		return err
+	}
+	devices := make([]string, updateDevices)
+	for i := range devices {
+		devices[i] = randomSecret(12)
+	}
+	path := func(i uint64) string {
+		return "/api/v1/updates/" + updateClientVersion + "?device=" + devices[i%uint64(len(devices))]
+	}
+	body, contentType, err := captureUpdate(ctx, c, r.srv.URL, path)
+	if err != nil {
+		return err
+	}
+	ref, err := startStatic(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		_, _ = w.Write(body)
+	}))
+	if err != nil {
+		return err
+	}
+	defer ref.close()
+
+	targeter := func(base string) vegeta.Targeter {
+		var n atomic.Uint64
+		return func(t *vegeta.Target) error {
+			t.Method, t.URL = http.MethodGet, base+path(n.Add(1))
+			return nil
+		}
+	}
+	lc := newLoadClient(u.conns)
+	defer lc.close()
+	if u.warmup > 0 {
+		b.logf("update on %s: %s warm-up on each side", kind, u.warmup)
+		for _, base := range []string{ref.URL, r.srv.URL} {
+			if _, err := lc.run(ctx, base, targeter(base), u.warmup); err != nil {
+				return err
+			}
+		}
+	}
+	if err := settle(ctx, b, r.srv); err != nil {
+		return err
+	}
+	var refSt, srvSt loadStats
+	var peak int64
+	for round := 1; round <= u.rounds; round++ {
+		b.logf("update on %s: round %d of %d: reference, then server, %s each", kind, round, u.rounds, u.duration)
+		st, err := lc.run(ctx, ref.URL, targeter(ref.URL), u.duration)
+		if err != nil {
+			return err
+		}
+		refSt.add(st)
+		pt, err := trackPeak(ctx, r.srv)
+		if err != nil {
+			return err
+		}
+		st, err = lc.run(ctx, r.srv.URL, targeter(r.srv.URL), u.duration)
+		peak = max(peak, pt.done())
+		if err != nil {
+			return err
+		}
+		srvSt.add(st)
+	}
+
+	row := resultRow{
+		scenario:  fmt.Sprintf("update check, %d conns", u.conns),
+		db:        kind,
+		measured:  fmtRate(srvSt.rate(), "req/s"),
+		p50:       fmtDuration(srvSt.p(0.5)),
+		p99:       fmtDuration(srvSt.p(0.99)),
+		rss:       fmtMB(kbToMB(peak)),
+		reference: fmt.Sprintf("%s, p50 %s, p99 %s: net/http handler, same %d bytes", fmtRate(refSt.rate(), "req/s"), fmtDuration(refSt.p(0.5)), fmtDuration(refSt.p(0.99)), len(body)),
+		ratio:     fmtRatio(srvSt.rate() / refSt.rate()),
+		checks: []rowCheck{
+			{label: "ratio", target: target{value: srvSt.rate() / refSt.rate(), op: ">=", limit: updateMinRatio, format: fmtRatio}},
+			{label: "p99", target: target{value: ms(srvSt.p(0.99)), op: "<", limit: ms(updateMaxP99), format: fmtMS}},
+		},
+	}
+	row.checks = appendFailures(row.checks, srvSt)
+	rep.result(row)
+	noteFailures(rep, "update check on "+kind+", server", srvSt)
+	noteFailures(rep, "update check on "+kind+", reference", refSt)
+	return nil
+}
+
+// captureUpdate reads the server's answer to the update check, and checks
+// that it is the same for a few devices, so one body stands for all.
+func captureUpdate(ctx context.Context, c *http.Client, base string, path func(uint64) string) (body []byte, contentType string, err error) {
+	for i := range uint64(8) {
+		if err := loopbackOnly(base); err != nil {
+			return nil, "", err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path(i), nil)
+		if err != nil {
+			return nil, "", err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, "", err
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if err != nil {
+			return nil, "", err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, "", fmt.Errorf("update check: status %d: %s", resp.StatusCode, b)
+		}
+		if i == 0 {
+			body, contentType = b, resp.Header.Get("Content-Type")
+		} else if !bytes.Equal(b, body) {
+			return nil, "", errors.New("update check: the answer differs between devices; the reference cannot stand for all of them")
+		}
+	}
+	return body, contentType, nil
+}
+
+// appendFailures adds a failing check when requests of a run failed, so a
+// row that lost requests cannot pass.
+func appendFailures(checks []rowCheck, st loadStats) []rowCheck {
+	if st.failed() == 0 {
+		return checks
+	}
+	return append(checks, rowCheck{label: "failed requests", target: target{value: float64(st.failed()), op: "==", limit: 0, format: fmtCount}})
+}
+
+func noteFailures(rep *report, what string, st loadStats) {
+	if st.failed() > 0 {
+		rep.notef("%s: %s", what, st.describeFailures())
+	}
+}
