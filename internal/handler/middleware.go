@@ -37,6 +37,9 @@ func accessLog(log *slog.Logger, m *metrics.Metrics) func(http.Handler) http.Han
 				if m != nil {
 					m.Request(route, r.Method, ww.Status(), time.Since(start))
 				}
+				if !log.Enabled(r.Context(), slog.LevelInfo) {
+					return // spare building the line on the hot path
+				}
 				log.InfoContext(r.Context(), "request",
 					"request_id", middleware.GetReqID(r.Context()),
 					"method", r.Method,

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -62,23 +64,77 @@ func fileURL(base, key string) string {
 // answer may be cached for maxAge; its ETag changes with any upload, edit or
 // yank, and If-None-Match gets 304.
 func handleUpdateCheck(releases *service.Releases, mirrorURL string, maxAge time.Duration, log *slog.Logger) http.HandlerFunc {
-	cacheControl := fmt.Sprintf("public, max-age=%d", int(maxAge.Seconds()))
+	cacheControl := []string{fmt.Sprintf("public, max-age=%d", int(maxAge.Seconds()))}
+	jsonType := []string{"application/json; charset=utf-8"}
+	var answers answerCache
 	return func(w http.ResponseWriter, r *http.Request) {
 		rel, tag, err := releases.Check(r.Context(), chi.URLParam(r, "version"), r.URL.Query().Get("device"))
 		if err != nil {
 			fail(w, r, log, err)
 			return
 		}
-		// Weak: the counters in the body may move without the answer changing.
-		etag := fmt.Sprintf(`W/"%s-%d-%t"`, tag, rel.ID, rel.Skipped)
-		w.Header().Set("ETag", etag)
-		w.Header().Set("Cache-Control", cacheControl)
-		if etagMatches(r.Header.Get("If-None-Match"), etag) {
+		a, err := answers.get(rel, tag, mirrorURL)
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		h := w.Header()
+		h["Etag"], h["Cache-Control"] = a.etag, cacheControl
+		if etagMatches(r.Header.Get("If-None-Match"), a.etag[0]) {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		encode(w, http.StatusOK, toReleaseResponse(rel, mirrorURL))
+		h["Content-Type"] = jsonType
+		w.WriteHeader(http.StatusOK)
+		w.Write(a.body)
 	}
+}
+
+// answerCache keeps the encoded answers of the update check: every client
+// on one version asks the same question, so each answer is encoded once
+// per state of the releases rather than once per request.
+type answerCache struct {
+	mu sync.RWMutex
+	m  map[answerKey]answer
+}
+
+// answerKey is everything an encoded answer depends on.
+type answerKey struct {
+	tag                string // the releases' offer-relevant state
+	id                 int64
+	skipped            bool
+	uploads, downloads int64
+}
+
+type answer struct {
+	etag []string
+	body []byte
+}
+
+// maxAnswers bounds the cache; counters that move make old keys dead.
+const maxAnswers = 1024
+
+func (c *answerCache) get(rel model.Release, tag, base string) (answer, error) {
+	k := answerKey{tag, rel.ID, rel.Skipped, rel.Uploads, rel.Downloads}
+	c.mu.RLock()
+	a, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return a, nil
+	}
+	body, err := json.Marshal(toReleaseResponse(rel, base))
+	if err != nil {
+		return answer{}, err
+	}
+	// Weak: the counters in the body may move without the answer changing.
+	a = answer{etag: []string{fmt.Sprintf(`W/"%s-%d-%t"`, tag, rel.ID, rel.Skipped)}, body: append(body, '\n')}
+	c.mu.Lock()
+	if len(c.m) >= maxAnswers || c.m == nil {
+		c.m = make(map[answerKey]answer)
+	}
+	c.m[k] = a
+	c.mu.Unlock()
+	return a, nil
 }
 
 // etagMatches reports whether an If-None-Match header names etag, compared
