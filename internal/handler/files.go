@@ -29,6 +29,11 @@ import (
 func handleDownload(releases *service.Releases, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key := strings.TrimPrefix(r.URL.Path, "/uploads/")
+		count := func() {
+			if err := releases.CountDownload(context.WithoutCancel(r.Context()), key); err != nil {
+				log.WarnContext(r.Context(), "count download", "request_id", middleware.GetReqID(r.Context()), "key", key, "err", err)
+			}
+		}
 		if url, ok, err := releases.DownloadURL(r.Context(), key); err != nil {
 			fail(w, r, log, err)
 			return
@@ -36,9 +41,7 @@ func handleDownload(releases *service.Releases, log *slog.Logger) http.HandlerFu
 			w.Header().Set("Cache-Control", "no-store") // the URL expires
 			http.Redirect(w, r, url, http.StatusFound)
 			if rg := r.Header.Get("Range"); r.Method == http.MethodGet && (rg == "" || strings.HasPrefix(strings.TrimSpace(rg), "bytes=0-")) {
-				if err := releases.CountDownload(context.WithoutCancel(r.Context()), key); err != nil {
-					log.WarnContext(r.Context(), "count download", "request_id", middleware.GetReqID(r.Context()), "key", key, "err", err)
-				}
+				count()
 			}
 			return
 		}
@@ -63,9 +66,7 @@ func handleDownload(releases *service.Releases, log *slog.Logger) http.HandlerFu
 		cw := &countingWriter{ResponseWriter: w}
 		http.ServeContent(cw, r, name, info.ModTime(), f)
 		if r.Method == http.MethodGet && cw.deliveredEnd(info.Size()) {
-			if err := releases.CountDownload(context.WithoutCancel(r.Context()), key); err != nil {
-				log.WarnContext(r.Context(), "count download", "request_id", middleware.GetReqID(r.Context()), "key", key, "err", err)
-			}
+			count()
 		}
 	}
 }
