@@ -29,7 +29,7 @@ type Config struct {
 	ReleasesRefresh time.Duration  // WEMESSE_RELEASES_REFRESH: how often releases are re-read into memory
 	MetricsAddr     string         // WEMESSE_METRICS_ADDR: listener for /metrics; empty: off
 	StallTimeout    time.Duration  // WEMESSE_STALL_TIMEOUT: drop a request that makes no progress this long
-	DeviceWriters   int            // WEMESSE_DEVICE_WRITERS: concurrent device-session transactions; 0: 4 on PostgreSQL, 1 on SQLite
+	DeviceWriters   int            // WEMESSE_DEVICE_WRITERS: concurrent device-session transactions; 0: 2 on PostgreSQL, 1 on SQLite
 	DeviceBatch     int            // WEMESSE_DEVICE_BATCH: most device sessions per transaction
 	StorageURL      string         // WEMESSE_STORAGE_URL: s3://bucket/prefix selects object storage; empty: WEMESSE_UPLOAD_DIR
 	StorageRedirect bool           // WEMESSE_STORAGE_REDIRECT: downloads redirect to short-lived presigned URLs
