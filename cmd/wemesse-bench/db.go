@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/wemesse/server/internal/pgcluster"
 	"github.com/wemesse/server/internal/repository"
 )
 
@@ -34,7 +35,7 @@ type fixture struct {
 	kind   string // dbSQLite or dbPostgres
 	dir    string
 	dsn    string // the server's WEMESSE_DATABASE_URL
-	pg     *pgCluster
+	pg     *pgcluster.Cluster
 	pgName string
 
 	sqlDB  *sql.DB   // SQLite, opened like the server opens it
@@ -63,10 +64,13 @@ func (b *bench) newFixture(ctx context.Context, kind, scenario string) (_ *fixtu
 		var suffix [4]byte
 		_, _ = rand.Read(suffix[:])
 		name := "wb_" + scenario + "_" + hex.EncodeToString(suffix[:])
-		if fx.dsn, err = fx.pg.createDatabase(ctx, name); err != nil {
-			return nil, err
+		cctx, cancel := context.WithTimeout(ctx, pgStmtTimeout)
+		err = fx.pg.CreateDB(cctx, name)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("create database %s: %w", name, err)
 		}
-		fx.pgName = name
+		fx.dsn, fx.pgName = fx.pg.DSN(name), name
 	default:
 		return nil, fmt.Errorf("unknown database %q", kind)
 	}
@@ -92,7 +96,7 @@ func (fx *fixture) Close() {
 	}
 	if fx.pgName != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), pgStmtTimeout)
-		_ = fx.pg.dropDatabase(ctx, fx.pgName)
+		_ = fx.pg.DropDB(ctx, fx.pgName)
 		cancel()
 	}
 	if fx.dir != "" {

@@ -23,6 +23,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/wemesse/server/internal/model"
+	"github.com/wemesse/server/internal/pgcluster"
 )
 
 // The device scenario's targets.
@@ -340,7 +341,7 @@ func (d *deviceScenario) reference(ctx context.Context, fx *fixture) (refResult,
 // pgbench runs the upsert with pgbench: -c clients, -j min(clients, nproc),
 // -T seconds, a log of every transaction for the latencies.
 func (d *deviceScenario) pgbench(ctx context.Context, fx *fixture) (refResult, error) {
-	tool, err := fx.pg.pgTool("pgbench")
+	tool, err := fx.pg.Tool("pgbench")
 	if err != nil {
 		return refResult{}, err
 	}
@@ -359,10 +360,10 @@ func (d *deviceScenario) pgbench(ctx context.Context, fx *fixture) (refResult, e
 	threads := min(d.clients, runtime.NumCPU())
 	runCtx, cancel := context.WithTimeout(ctx, d.duration+2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(runCtx, tool, "-n", "-h", "127.0.0.1", "-p", strconv.Itoa(fx.pg.port), "-U", pgUser,
+	cmd := exec.CommandContext(runCtx, tool, "-n", "-h", "127.0.0.1", "-p", strconv.Itoa(fx.pg.Port()), "-U", pgcluster.User,
 		"-c", strconv.Itoa(d.clients), "-j", strconv.Itoa(threads), "-T", strconv.Itoa(secs),
 		"-f", scriptPath, "-l", "--log-prefix", filepath.Join(dir, "log"), fx.pgName)
-	cmd.Dir, cmd.Env = dir, clientEnv()
+	cmd.Dir, cmd.Env = dir, pgcluster.ClientEnv()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return refResult{}, fmt.Errorf("pgbench: %w\n%s", err, out)

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/wemesse/server/internal/pgcluster"
 )
 
 // A scenario is one benchmark: it starts what it needs (usually the server,
@@ -70,7 +72,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.Var(&o.serverEnv, "set", "`WEMESSE_NAME=VALUE` for every server started (repeatable), e.g. -set WEMESSE_ARGON2_CONCURRENCY=4")
 	o.dbs = dbList{dbSQLite, dbPostgres}
 	fs.Var(&o.dbs, "db", "comma-separated `databases` to run the server rows on: sqlite, postgres (auth runs on SQLite only)")
-	fs.StringVar(&o.pgBin, "pg-bin", "", "`DIR` with initdb and postgres (default: $WEMESSE_PG_BIN, /usr/lib/postgresql/15/bin, the newest /usr/lib/postgresql/*/bin, pg_config --bindir)")
+	fs.StringVar(&o.pgBin, "pg-bin", "", "`DIR` with initdb, pg_ctl and postgres (default: $WEMESSE_PG_BIN, /usr/lib/postgresql/15/bin, the newest /usr/lib/postgresql/*/bin, pg_config --bindir, $PATH)")
 	fs.Var(&o.pgSettings, "pg-set", "`NAME=VALUE` setting for the throwaway PostgreSQL cluster (repeatable), e.g. -pg-set synchronous_commit=off; default: PostgreSQL's own defaults, fsync on")
 	fs.BoolVar(&o.markdown, "markdown", false, "print the tables as Markdown (for BENCHMARKS.md)")
 }
@@ -168,13 +170,13 @@ type bench struct {
 	source    string // git describe of the built tree, when known
 
 	pgOnce sync.Once
-	pg     *pgCluster
+	pg     *pgcluster.Cluster
 	pgErr  error
 }
 
 // postgres returns the throwaway PostgreSQL cluster, started on first use
 // and stopped by close.
-func (b *bench) postgres(ctx context.Context) (*pgCluster, error) {
+func (b *bench) postgres(ctx context.Context) (*pgcluster.Cluster, error) {
 	b.pgOnce.Do(func() {
 		dir, err := findPGBin(b.opts.pgBin)
 		if err != nil {
@@ -182,7 +184,11 @@ func (b *bench) postgres(ctx context.Context) (*pgCluster, error) {
 			return
 		}
 		b.logf("starting PostgreSQL from %s", dir)
-		b.pg, b.pgErr = startPostgres(ctx, dir, b.opts.pgSettings, b.logf)
+		// PostgreSQL's defaults (fsync on, synchronous_commit on) plus -pg-set.
+		b.pg, b.pgErr = pgcluster.New(ctx, pgcluster.Options{BinDir: dir, TempPrefix: "wemesse-bench-pg-", Settings: b.opts.pgSettings})
+		if b.pgErr == nil {
+			b.logf("PostgreSQL pid %d listening on 127.0.0.1:%d (data in %s)", b.pg.PID(), b.pg.Port(), b.pg.DataDir())
+		}
 	})
 	return b.pg, b.pgErr
 }
@@ -191,7 +197,7 @@ func (b *bench) postgres(ctx context.Context) (*pgCluster, error) {
 func (b *bench) close() {
 	if b.pg != nil {
 		b.logf("stopping PostgreSQL")
-		b.pg.stop()
+		_ = b.pg.Close()
 		b.pg = nil
 	}
 }
@@ -201,7 +207,7 @@ func (b *bench) describePostgres(ctx context.Context, rep *report) {
 	if b.pg == nil || rep.pgDescribed {
 		return
 	}
-	desc, err := b.pg.describe(ctx)
+	desc, err := describePG(ctx, b.pg)
 	if err != nil {
 		desc = "(settings unreadable: " + err.Error() + ")"
 	}

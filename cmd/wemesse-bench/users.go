@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wemesse/server/internal/pgcluster"
 )
 
 // The users scenario's targets.
@@ -158,12 +160,12 @@ func listReference(ctx context.Context, fx *fixture) (time.Duration, string, err
 	var tool string
 	switch fx.kind {
 	case dbPostgres:
-		psql, err := fx.pg.pgTool("psql")
+		psql, err := fx.pg.Tool("psql")
 		if err != nil {
 			return 0, "", err
 		}
 		cmd = exec.CommandContext(ctx, psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-			"-p", strconv.Itoa(fx.pg.port), "-U", pgUser, "-d", fx.pgName, "-c", listPsqlCopy)
+			"-p", strconv.Itoa(fx.pg.Port()), "-U", pgcluster.User, "-d", fx.pgName, "-c", listPsqlCopy)
 		tool = "psql \\copy (SELECT row_to_json(u) … ORDER BY id) TO STDOUT > /dev/null"
 	default:
 		sqlite3, err := exec.LookPath("sqlite3")
@@ -173,7 +175,7 @@ func listReference(ctx context.Context, fx *fixture) (time.Duration, string, err
 		cmd = exec.CommandContext(ctx, sqlite3, fx.dsn, listSQLite)
 		tool = "sqlite3 CLI, json_object(every column) ORDER BY id > /dev/null"
 	}
-	cmd.Env = clientEnv()
+	cmd.Env = pgcluster.ClientEnv()
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = nil, &stderr // nil: /dev/null
 	start := time.Now()

@@ -336,7 +336,7 @@ func slowConn(ctx context.Context, addr, head string, trickle byte, limit time.D
 
 func runFlood(ctx context.Context, h *harness) error {
 	const db = "faults_flood"
-	if err := h.pg.createDB(ctx, db); err != nil {
+	if err := h.pg.CreateDB(ctx, db); err != nil {
 		return err
 	}
 	s, err := h.startServer(ctx, "flood", db, map[string]string{
@@ -549,7 +549,7 @@ func runFlood(ctx context.Context, h *harness) error {
 	r = do(ctx, c, "GET", s.URL+"/readyz", "", "", nil, 5*time.Second)
 	h.check(r.status == 200, "afterwards /readyz is 200 (%s)", r.describe())
 
-	conn, err := h.pg.connect(ctx, db)
+	conn, err := h.connect(ctx, db)
 	if err != nil {
 		return err
 	}

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/wemesse/server/internal/pgcluster"
 )
 
 // harness holds what every scenario shares: the report, the PostgreSQL
@@ -26,15 +26,14 @@ type harness struct {
 	passed, failed int
 	scenarioStart  time.Time
 
-	bin   string     // server binary
-	pg    *pgCluster // shared cluster; each scenario has its own database
-	admin string     // WEMESSE_SIGNATURE of every server
+	bin   string             // server binary
+	pg    *pgcluster.Cluster // shared cluster; each scenario has its own database
+	admin string             // WEMESSE_SIGNATURE of every server
 
 	servers []*serverProc
 
-	watchdog     *exec.Cmd
-	watchdogPipe *os.File
-	cleanupOnce  sync.Once
+	watchdog    *pgcluster.Watchdog
+	cleanupOnce sync.Once
 }
 
 // newHarness creates the temporary directory and starts the watchdog that
@@ -54,54 +53,16 @@ func newHarness(out io.Writer, opts options) (*harness, error) {
 		return nil, err
 	}
 	h := &harness{out: out, opts: opts, base: base, admin: randomSecret(32), scenarioStart: time.Now()}
-	if err := h.startWatchdog(); err != nil {
+	// Should we die, it stops PostgreSQL and removes base unless -keep.
+	remove := base
+	if opts.keep {
+		remove = ""
+	}
+	if h.watchdog, err = pgcluster.StartWatchdog(filepath.Join(base, "pg", "data"), remove); err != nil {
 		os.RemoveAll(base)
 		return nil, fmt.Errorf("start the cleanup watchdog: %w", err)
 	}
 	return h, nil
-}
-
-// watchdogScript waits for EOF on stdin (this process closed the pipe or
-// died), then stops a postmaster still running in $1/pg/data and removes $1
-// unless $2 is "keep".
-const watchdogScript = `
-cat >/dev/null
-pidfile="$1/pg/data/postmaster.pid"
-if [ -f "$pidfile" ]; then
-	pid=$(head -n 1 "$pidfile")
-	if [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null; then
-		i=0
-		while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
-			sleep 0.1
-			i=$((i+1))
-		done
-		kill -KILL "$pid" 2>/dev/null
-	fi
-fi
-[ "$2" = keep ] || rm -rf "$1"
-`
-
-func (h *harness) startWatchdog() error {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	keep := "remove"
-	if h.opts.keep {
-		keep = "keep"
-	}
-	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "wemesse-faults-watchdog", h.base, keep)
-	cmd.Stdin = r
-	// Its own session: a Ctrl-C to our process group must not stop it
-	// before it has cleaned up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return err
-	}
-	h.watchdog, h.watchdogPipe = cmd, w
-	return nil
 }
 
 // prepare builds (or takes) the server binary and starts PostgreSQL.
@@ -112,19 +73,18 @@ func (h *harness) prepare(ctx context.Context, pgBin string) error {
 	}
 	h.bin = bin
 	begin := time.Now()
-	pg, err := startCluster(ctx, filepath.Join(h.base, "pg"), pgBin)
-	if pg != nil {
-		h.pg = pg // stopped by cleanup even if the start failed half-way
-	}
+	pg, err := pgcluster.New(ctx, pgcluster.Options{BinDir: pgBin, Dir: filepath.Join(h.base, "pg"),
+		Settings: []string{"fsync=off", "full_page_writes=off", "max_connections=200", "shared_buffers=64MB"}})
 	if err != nil {
 		return err
 	}
+	h.pg = pg
 	user := "this user"
-	if pg.cred != nil {
-		user = `the "postgres" OS user`
+	if pg.OSUser() != "" {
+		user = fmt.Sprintf("the %q OS user", pg.OSUser())
 	}
 	h.printf("PostgreSQL %s started as %s on 127.0.0.1:%d in %s (postmaster pid %d)",
-		pg.version, user, pg.port, time.Since(begin).Round(time.Millisecond), pg.pid())
+		pg.Version(), user, pg.Port(), time.Since(begin).Round(time.Millisecond), pg.PID())
 	return nil
 }
 
@@ -134,7 +94,7 @@ func (h *harness) cleanup() {
 	h.cleanupOnce.Do(func() {
 		h.killServers()
 		if h.pg != nil {
-			if err := h.pg.destroy(); err != nil {
+			if err := h.pg.Close(); err != nil {
 				fmt.Fprintf(h.out, "cleanup: stopping PostgreSQL: %v\n", err)
 			}
 		}
@@ -144,15 +104,7 @@ func (h *harness) cleanup() {
 			fmt.Fprintf(h.out, "cleanup: %v\n", err)
 		}
 		if h.watchdog != nil {
-			h.watchdogPipe.Close()
-			done := make(chan struct{})
-			go func() { h.watchdog.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				h.watchdog.Process.Kill()
-				<-done
-			}
+			h.watchdog.Release()
 		}
 	})
 }

@@ -40,7 +40,7 @@ func uploadKnown(ctx context.Context, h *harness, c *http.Client, s *serverProc,
 // verifyIntact checks that each build has its row (SQL and API) and its
 // file, on disk and downloaded, with the right size and MD5.
 func verifyIntact(ctx context.Context, h *harness, c *http.Client, s *serverProc, db string, builds []storedBuild) error {
-	conn, err := h.pg.connect(ctx, db)
+	conn, err := h.connect(ctx, db)
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func verifyIntact(ctx context.Context, h *harness, c *http.Client, s *serverProc
 // and API), no file or directory for its version, not downloadable, and an
 // empty staging directory.
 func verifyGone(ctx context.Context, h *harness, c *http.Client, s *serverProc, db, version, name string) error {
-	conn, err := h.pg.connect(ctx, db)
+	conn, err := h.connect(ctx, db)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func short(sum string) string {
 
 func runKill9(ctx context.Context, h *harness) error {
 	const db = "faults_kill9"
-	if err := h.pg.createDB(ctx, db); err != nil {
+	if err := h.pg.CreateDB(ctx, db); err != nil {
 		return err
 	}
 	s, err := h.startServer(ctx, "kill9", db, nil)

@@ -185,7 +185,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 func runOutage(ctx context.Context, h *harness) error {
 	const db = "faults_outage"
-	if err := h.pg.createDB(ctx, db); err != nil {
+	if err := h.pg.CreateDB(ctx, db); err != nil {
 		return err
 	}
 	s, err := h.startServer(ctx, "outage", db, nil)
@@ -200,7 +200,7 @@ func runOutage(ctx context.Context, h *harness) error {
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
 	h.info("server pid %d on %s; PostgreSQL postmaster pid %d on 127.0.0.1:%d, database %s",
-		s.pid(), s.URL, h.pg.pid(), h.pg.port, db)
+		s.pid(), s.URL, h.pg.PID(), h.pg.Port(), db)
 
 	// Releases the devices report. 3000_02 also has an arm64 build, which
 	// counts arm64 devices (the default ABI) while x86 ones count on the
@@ -253,10 +253,10 @@ func runOutage(ctx context.Context, h *harness) error {
 		if err = sleepCtx(ctx, warmup); err != nil {
 			return
 		}
-		pid := h.pg.pid()
+		pid := h.pg.PID()
 		tl.stopBegin = time.Now()
 		h.inject("pg_ctl stop -m fast: PostgreSQL (postmaster pid %d) stops under load", pid)
-		if err = h.pg.stop(ctx, "fast"); err != nil {
+		if err = h.pg.Stop(ctx, "fast"); err != nil {
 			return
 		}
 		stopped = true
@@ -283,7 +283,7 @@ func runOutage(ctx context.Context, h *harness) error {
 		defer stopPoll()
 		go func() {
 			for pollCtx.Err() == nil {
-				if conn, err := h.pg.connect(pollCtx, db); err == nil {
+				if conn, err := h.connect(pollCtx, db); err == nil {
 					accepted <- time.Now()
 					conn.Close(pollCtx)
 					return
@@ -291,7 +291,7 @@ func runOutage(ctx context.Context, h *harness) error {
 				sleepCtx(pollCtx, 10*time.Millisecond)
 			}
 		}()
-		if err = h.pg.start(ctx); err != nil {
+		if err = h.pg.Start(ctx); err != nil {
 			return
 		}
 		stopped = false
@@ -302,7 +302,7 @@ func runOutage(ctx context.Context, h *harness) error {
 			tl.acceptAt = started
 		}
 		h.info("PostgreSQL accepts connections again (new postmaster pid %d), %s after pg_ctl start began",
-			h.pg.pid(), tl.acceptAt.Sub(tl.downTo).Round(time.Millisecond))
+			h.pg.PID(), tl.acceptAt.Sub(tl.downTo).Round(time.Millisecond))
 		err = sleepCtx(ctx, after)
 		return
 	}
@@ -312,7 +312,7 @@ func runOutage(ctx context.Context, h *harness) error {
 	wg.Wait()
 	if stopped {
 		// Leave the cluster running for the other scenarios.
-		if err := h.pg.start(context.WithoutCancel(ctx)); err != nil && ferr == nil {
+		if err := h.pg.Start(context.WithoutCancel(ctx)); err != nil && ferr == nil {
 			ferr = err
 		}
 	}
@@ -436,7 +436,7 @@ func verifyLedger(ctx context.Context, h *harness, s *serverProc, c *http.Client
 		}
 		devs = append(devs, d.ledgerDevice)
 	}
-	conn, err := h.pg.connect(ctx, db)
+	conn, err := h.connect(ctx, db)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -51,7 +52,7 @@ func (h *harness) startServer(ctx context.Context, name, db string, settings map
 	s.URL = "http://" + s.addr
 	s.settings = map[string]string{
 		"WEMESSE_ADDR":         s.addr,
-		"WEMESSE_DATABASE_URL": h.pg.dsn(db),
+		"WEMESSE_DATABASE_URL": h.pg.DSN(db),
 		"WEMESSE_UPLOAD_DIR":   filepath.Join(dir, "uploads"),
 		"WEMESSE_PUBLIC_URL":   s.URL + "/uploads",
 		"WEMESSE_SIGNATURE":    h.admin,
@@ -302,4 +303,23 @@ func parseStatus(r io.Reader) (memory, error) {
 		return memory{}, errors.New("VmRSS/VmHWM not found in /proc status")
 	}
 	return m, nil
+}
+
+// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

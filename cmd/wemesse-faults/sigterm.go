@@ -17,7 +17,7 @@ const exitSlack = 5 * time.Second
 
 func runSigterm(ctx context.Context, h *harness) error {
 	const db = "faults_sigterm"
-	if err := h.pg.createDB(ctx, db); err != nil {
+	if err := h.pg.CreateDB(ctx, db); err != nil {
 		return err
 	}
 	longTO, cutTO := h.opts.longShutdown, h.opts.cutShutdown
