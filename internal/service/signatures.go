@@ -68,8 +68,9 @@ type Signatures struct {
 	log   *slog.Logger
 	slots chan struct{}
 	rows  atomic.Pointer[map[int64]model.Signature]
-	// loadedAt is when rows were last read, in Unix nanoseconds.
-	loadedAt atomic.Int64
+	// rereadAt is when a failed check last re-read the rows, in Unix
+	// nanoseconds.
+	rereadAt atomic.Int64
 	ok       *lru.LRU[[32]byte, int64]
 	failed   *lru.LRU[[32]byte, struct{}]
 
@@ -115,7 +116,8 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 		return sig, nil
 	}
 	key := sha256.Sum256([]byte(secret))
-	rows := *s.rows.Load()
+	snapshot := s.rows.Load()
+	rows := *snapshot
 	if s.failed.Contains(key) {
 		s.cfg.Observer.AuthCache("failed_hit")
 		return model.Signature{}, errUnauthorized
@@ -148,18 +150,27 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 	if !reread && s.reread(ctx) {
 		return s.authenticate(ctx, secret, true)
 	}
+	// Remember the failure only if the rows it was checked against are
+	// still current: Load swaps the rows before it purges the failures, so
+	// a failure recorded against rows it replaced is caught here, not kept.
 	s.failed.Add(key, struct{}{})
+	if s.rows.Load() != snapshot {
+		s.failed.Remove(key)
+		if !reread {
+			return s.authenticate(ctx, secret, true)
+		}
+	}
 	return model.Signature{}, errUnauthorized
 }
 
 // rereadEvery bounds how often a failed check may re-read the signatures.
 const rereadEvery = 500 * time.Millisecond
 
-// reread re-reads the signatures unless they were read in the last
+// reread re-reads the signatures unless a failed check did in the last
 // rereadEvery, and reports whether it did.
 func (s *Signatures) reread(ctx context.Context) bool {
-	last := s.loadedAt.Load()
-	if time.Since(time.Unix(0, last)) < rereadEvery || !s.loadedAt.CompareAndSwap(last, time.Now().UnixNano()) {
+	last := s.rereadAt.Load()
+	if time.Since(time.Unix(0, last)) < rereadEvery || !s.rereadAt.CompareAndSwap(last, time.Now().UnixNano()) {
 		return false
 	}
 	return s.Load(ctx) == nil
@@ -242,7 +253,6 @@ func (s *Signatures) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.loadedAt.Store(time.Now().UnixNano())
 	rows := make(map[int64]model.Signature, len(all))
 	for _, sig := range all {
 		if err := s.usable(sig.Hash); err != nil {
