@@ -193,18 +193,7 @@ func (s *Releases) Load(ctx context.Context) error {
 // Run re-reads the releases every Refresh until ctx ends. A failed read
 // keeps the last good snapshot, so the update check keeps answering.
 func (s *Releases) Run(ctx context.Context) {
-	t := time.NewTicker(s.refresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.Load(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("reload releases", "err", err)
-			}
-		}
-	}
+	reloadEvery(ctx, s.refresh, s.Load, s.log.With("what", "releases"))
 }
 
 // reload re-reads the releases after a write on this server. A failure is

@@ -292,15 +292,21 @@ func (s *Signatures) usable(hash string) error {
 
 // Run re-reads the signatures every Refresh until ctx ends.
 func (s *Signatures) Run(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Refresh)
+	reloadEvery(ctx, s.cfg.Refresh, s.Load, s.log.With("what", "signatures"))
+}
+
+// reloadEvery calls load every period until ctx ends, logging failures;
+// what was loaded before stays in use.
+func reloadEvery(ctx context.Context, period time.Duration, load func(context.Context) error, log *slog.Logger) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.Load(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("reload signatures", "err", err)
+			if err := load(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("reload", "err", err)
 			}
 		}
 	}
