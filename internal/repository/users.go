@@ -30,16 +30,21 @@ type device struct {
 	mac       string
 }
 
-// UpsertBatch stores reports in one transaction, as if one after the other
-// in order: each (SessionID, DeviceMac) is one row, inserted when new and
-// updated in place when known. Each time a device is new or reports a
-// different AppVersion than it had, the uploads counter of that version's
-// release grows by one: the build for the report's ABI if it exists, else
-// the universal one. Known rows are locked first and new ones inserted with
-// ON CONFLICT DO NOTHING, so a device that another transaction inserts
-// meanwhile is still counted once. It returns the stored users in the order
-// of reports.
+// UpsertBatch stores reports as if one after the other in order: each
+// (SessionID, DeviceMac) is one row, inserted when new and updated in place
+// when known. Each time a device is new or reports a different AppVersion
+// than it had, the uploads counter of that version's release grows by one:
+// the build for the report's ABI if it exists, else the universal one. A
+// report's row and its count are committed together. Known rows are locked
+// first and new ones inserted with ON CONFLICT DO NOTHING, so a device that
+// another transaction inserts meanwhile is still counted once. On SQLite
+// the batch is one transaction; on PostgreSQL one statement, or one more
+// for each repeat of a device in the batch (see upsertPostgres). It returns
+// the stored users in the order of reports.
 func (r *Users) UpsertBatch(ctx context.Context, reports []model.DeviceReport) ([]model.User, error) {
+	if r.db.Dialector.Name() == "postgres" {
+		return r.upsertPostgres(ctx, reports)
+	}
 	// A device's row ends up holding its last report. Rows are written in
 	// key order, so concurrent batches lock them in the same order.
 	last := map[device]int{}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/wemesse/server/internal/dbtest"
 	"github.com/wemesse/server/internal/model"
@@ -92,7 +93,10 @@ func TestUsers_UpsertBatch_concurrentWriters(t *testing.T) {
 		ctx := context.Background()
 		u := openMigrated(t, dsn)
 		const devices, writers = 80, 6
-		phase := func(version string) {
+		versions := []string{"1_00", "2_00", "3_00"}
+		// phase moves device d to versions[(d+shift)%3], from every writer
+		// at once: each batch touches every release row.
+		phase := func(shift int) {
 			var wg sync.WaitGroup
 			for w := range writers {
 				wg.Add(1)
@@ -103,7 +107,7 @@ func TestUsers_UpsertBatch_concurrentWriters(t *testing.T) {
 						if w%2 == 1 {
 							d = devices - 1 - d // the other order too: locks must not deadlock
 						}
-						batch = append(batch, report(int64(d), fmt.Sprint("mac-", d), version))
+						batch = append(batch, report(int64(d), fmt.Sprint("mac-", d), versions[(d+shift)%len(versions)]))
 					}
 					if _, err := u.UpsertBatch(ctx, batch); err != nil {
 						t.Error(err)
@@ -112,14 +116,78 @@ func TestUsers_UpsertBatch_concurrentWriters(t *testing.T) {
 			}
 			wg.Wait()
 		}
-		phase("1_00") // every writer inserts the same new devices
-		phase("2_00") // every writer moves them to the same new version
+		phase(0) // every writer inserts the same new devices
+		phase(1) // every writer moves them to the same new versions
 		var n int64
 		u.db.Table("users").Count(&n)
 		if n != devices {
 			t.Errorf("users = %d, want %d", n, devices)
 		}
-		if want := map[string]int64{"1_00": devices, "2_00": devices, "3_00": 0}; fmt.Sprint(uploads(t, u)) != fmt.Sprint(want) {
+		// Each device is counted once on each of the two versions it had.
+		want := map[string]int64{}
+		for d := range devices {
+			want[versions[d%3]]++
+			want[versions[(d+1)%3]]++
+		}
+		if fmt.Sprint(uploads(t, u)) != fmt.Sprint(want) {
+			t.Errorf("uploads = %v, want %v", uploads(t, u), want)
+		}
+	})
+}
+
+// TestUsers_UpsertBatch_insertedMeanwhile writes devices that another
+// transaction inserts while the batch waits for it: each such device is
+// still one row, holding the batch's report, and counted only if the batch
+// changed its version.
+func TestUsers_UpsertBatch_insertedMeanwhile(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		u := openMigrated(t, dsn)
+		other := u.db.Begin()
+		for _, row := range []struct {
+			session int64
+			version string
+		}{{1, "1_00"}, {2, "2_00"}} {
+			if err := other.Exec("INSERT INTO users (session_id, device_mac, app_version) VALUES (?, 'm', ?)", row.session, row.version).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := u.UpsertBatch(ctx, []model.DeviceReport{
+				report(1, "m", "1_00"), // inserted meanwhile on the same version: nothing
+				report(2, "m", "1_00"), // inserted meanwhile on 2_00: 1_00 +1
+				report(3, "m", "1_00"), // new: 1_00 +1
+			})
+			done <- err
+		}()
+		if u.db.Dialector.Name() == "postgres" {
+			// Wait until the batch waits for the other transaction.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				var waiting int64
+				u.db.Raw("SELECT COUNT(*) FROM pg_locks WHERE NOT granted").Scan(&waiting)
+				if waiting > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the batch never waited for the other transaction")
+				}
+			}
+		} else {
+			time.Sleep(100 * time.Millisecond) // SQLite: the batch waits on the busy timeout
+		}
+		if err := other.Commit().Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		var rows []userRow
+		u.db.Order("session_id").Find(&rows)
+		if len(rows) != 3 || rows[0].DeviceModel != "m-1_00" || rows[1].AppVersion != "1_00" || rows[1].DeviceModel != "m-1_00" {
+			t.Errorf("rows = %+v", rows)
+		}
+		if want := map[string]int64{"1_00": 2, "2_00": 0, "3_00": 0}; fmt.Sprint(uploads(t, u)) != fmt.Sprint(want) {
 			t.Errorf("uploads = %v, want %v", uploads(t, u), want)
 		}
 	})

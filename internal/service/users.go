@@ -11,8 +11,8 @@ import (
 
 // UserStore keeps device sessions.
 type UserStore interface {
-	// UpsertBatch stores reports in one transaction, as if in order, and
-	// counts each device's new or changed version on its release.
+	// UpsertBatch stores reports as if in order, and counts each device's
+	// new or changed version on its release, committed with its report.
 	UpsertBatch(ctx context.Context, reports []model.DeviceReport) ([]model.User, error)
 	// Each calls fn for every user of page in id order, streaming.
 	Each(ctx context.Context, page model.Page, fn func(model.User) error) error
@@ -109,7 +109,7 @@ func (s *Users) Report(ctx context.Context, u model.User) (model.User, error) {
 }
 
 // write takes whatever reports are queued, up to MaxBatch, and writes them
-// in one transaction, until q is closed.
+// in one batch, until q is closed.
 func (s *Users) write(q chan pending) {
 	defer s.wg.Done()
 	for p := range q {
