@@ -104,18 +104,8 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(
 		Redirect: cfg.StorageRedirect,
 	}, log)
 	users := repository.NewUsers(db)
-	writers := cfg.DeviceWriters
-	if writers == 0 {
-		// SQLite has one writer at a time anyway. On PostgreSQL a second
-		// writer overlaps one batch's commit with the next batch; more
-		// mostly queue on the release's counter row (see BENCHMARKS.md).
-		writers = 1
-		if cfg.IsPostgres() {
-			writers = 2
-		}
-	}
 	a.users = service.NewUsers(users, service.UsersConfig{
-		DefaultABI: cfg.DefaultABI, Writers: writers, MaxBatch: cfg.DeviceBatch, Observer: a.metrics,
+		DefaultABI: cfg.DefaultABI, Writers: cfg.DeviceWriters, MaxBatch: cfg.DeviceBatch, Observer: a.metrics,
 	})
 	a.stats = service.NewStats(repository.NewReleases(db), users, cfg.DefaultABI, time.Now)
 	a.signatures = service.NewSignatures(repository.NewSignatures(db), service.SignaturesConfig{

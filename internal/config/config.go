@@ -29,7 +29,7 @@ type Config struct {
 	ReleasesRefresh time.Duration  // WEMESSE_RELEASES_REFRESH: how often releases are re-read into memory
 	MetricsAddr     string         // WEMESSE_METRICS_ADDR: listener for /metrics; empty: off
 	StallTimeout    time.Duration  // WEMESSE_STALL_TIMEOUT: drop a request that makes no progress this long
-	DeviceWriters   int            // WEMESSE_DEVICE_WRITERS: concurrent device-session transactions; 0: 2 on PostgreSQL, 1 on SQLite
+	DeviceWriters   int            // WEMESSE_DEVICE_WRITERS: concurrent device-session writers
 	DeviceBatch     int            // WEMESSE_DEVICE_BATCH: most device sessions per transaction
 	StorageURL      string         // WEMESSE_STORAGE_URL: s3://bucket/prefix selects object storage; empty: WEMESSE_UPLOAD_DIR
 	StorageRedirect bool           // WEMESSE_STORAGE_REDIRECT: downloads redirect to short-lived presigned URLs
@@ -96,7 +96,7 @@ func Load(getenv func(string) string) (Config, error) {
 		ReleasesRefresh: p.duration("WEMESSE_RELEASES_REFRESH", time.Second),
 		MetricsAddr:     getenv("WEMESSE_METRICS_ADDR"),
 		StallTimeout:    p.duration("WEMESSE_STALL_TIMEOUT", 30*time.Second),
-		DeviceWriters:   int(p.int64("WEMESSE_DEVICE_WRITERS", 0, 0, 64)),
+		DeviceWriters:   int(p.int64("WEMESSE_DEVICE_WRITERS", 1, 0, 64)),
 		DeviceBatch:     int(p.int64("WEMESSE_DEVICE_BATCH", 256, 1, 1000)),
 		StorageURL:      getenv("WEMESSE_STORAGE_URL"),
 		StorageRedirect: p.bool("WEMESSE_STORAGE_REDIRECT"),

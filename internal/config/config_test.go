@@ -31,6 +31,7 @@ func defaults() config.Config {
 		UpdateMaxAge:    time.Minute,
 		ReleasesRefresh: time.Second,
 		StallTimeout:    30 * time.Second,
+		DeviceWriters:   1,
 		DeviceBatch:     256,
 		LogLevel:        slog.LevelInfo,
 		Argon2: config.Argon2{
