@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"bufio"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -260,10 +261,13 @@ func handleReleaseList(releases *service.Releases, publicURL string, log *slog.L
 // fields and boundaries.
 const multipartOverhead = 1 << 20
 
+// uploadReadBuffer is the read buffer of an upload's body.
+const uploadReadBuffer = 256 << 10
+
 // handleUpload answers POST /api/v1/updates, a multipart form.
 func handleUpload(releases *service.Releases, publicURL string, maxUpload int64, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if err != nil || mediaType != "multipart/form-data" {
 			writeError(w, http.StatusUnsupportedMediaType, "The body must be multipart/form-data with the fields appVersion, appNotes and tmpFile.")
 			return
@@ -272,12 +276,15 @@ func handleUpload(releases *service.Releases, publicURL string, maxUpload int64,
 			fail(w, r, log, model.Errorf(model.TooLarge, "The upload is larger than the limit of %d bytes.", maxUpload))
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxUpload+multipartOverhead)
-		mr, err := r.MultipartReader()
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "The multipart body is malformed: "+err.Error()+".")
+		if params["boundary"] == "" {
+			writeError(w, http.StatusBadRequest, "The multipart body is malformed: "+http.ErrMissingBoundary.Error()+".")
 			return
 		}
+		// multipart.Reader reads through the bufio.Reader it is given when
+		// that is large enough: one read takes a large piece of the body,
+		// where its own would take 4 KiB.
+		body := bufio.NewReaderSize(http.MaxBytesReader(w, r.Body, maxUpload+multipartOverhead), uploadReadBuffer)
+		mr := multipart.NewReader(body, params["boundary"])
 		rel, err := releases.Upload(r.Context(), multipartForm{mr})
 		if err != nil {
 			fail(w, r, log, err)

@@ -6,7 +6,6 @@ package service
 import (
 	"cmp"
 	"context"
-	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -415,16 +414,16 @@ func (s *Releases) readForm(ctx context.Context, form Form, u *upload) error {
 
 // stage streams the file part to staging, hashing it on the way.
 func (s *Releases) stage(ctx context.Context, p Part, u *upload) error {
-	md5h, sha := md5.New(), sha256.New()
-	body := io.TeeReader(&limitedReader{r: p.Body, limit: s.maxUpload}, io.MultiWriter(md5h, sha))
+	body := newHashingReader(&limitedReader{r: p.Body, limit: s.maxUpload})
+	defer body.Close()
 	staged, size, err := s.files.Stage(ctx, body)
 	s.observer.UploadBytes(size)
 	if err != nil {
 		return err
 	}
 	u.staged, u.size, u.fileName = staged, size, p.FileName
-	u.md5, u.sha256 = hex.EncodeToString(md5h.Sum(nil)), hex.EncodeToString(sha.Sum(nil))
-	return nil
+	u.md5, u.sha256, err = body.Sums(size)
+	return err
 }
 
 func readField(p Part) (string, error) {

@@ -41,6 +41,9 @@ func NewDisk(dir string) (*Disk, error) {
 // Stage streams r into a new staged file, synced to disk, and returns its
 // id. On error nothing remains.
 func (d *Disk) Stage(ctx context.Context, r io.Reader) (staged string, size int64, err error) {
+	if err := ctx.Err(); err != nil {
+		return "", 0, err
+	}
 	f, err := os.CreateTemp(filepath.Join(d.root, stagingDir), "upload-*")
 	if err != nil {
 		return "", 0, fmt.Errorf("storage: stage: %w", err)
@@ -51,7 +54,7 @@ func (d *Disk) Stage(ctx context.Context, r io.Reader) (staged string, size int6
 			os.Remove(f.Name())
 		}
 	}()
-	size, err = io.Copy(f, contextReader{ctx, r})
+	size, err = io.Copy(&stagingWriter{ctx: ctx, f: f}, r)
 	if err != nil {
 		return "", 0, err
 	}
@@ -234,6 +237,50 @@ func syncDir(dir string) error {
 		return fmt.Errorf("storage: sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// writebackEvery is how many bytes a staged file may gain before its
+// writeback to disk is started: the disk writes while the rest of the file
+// is received, the final sync has little left, and a file's pages leave
+// the page cache once on disk.
+const writebackEvery = 8 << 20
+
+// stagingWriter writes a staged file. It fails writes once ctx is done, so
+// that a cancelled request stops a long copy. Every writebackEvery bytes it
+// starts writing the new bytes to disk and waits for the bytes before them,
+// which it drops from the page cache. It is not an io.ReaderFrom, so
+// io.Copy uses the source's io.WriterTo when there is one.
+type stagingWriter struct {
+	ctx     context.Context
+	f       *os.File
+	written int64 // bytes written
+	started int64 // bytes whose writeback was started
+	dropped int64 // bytes on disk and out of the page cache
+}
+
+func (w *stagingWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := w.f.Write(p)
+	w.written += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("storage: stage: %w", err)
+	}
+	if w.written-w.started >= writebackEvery {
+		w.writeback()
+	}
+	return n, nil
+}
+
+// writeback starts the writeback of the bytes written since the last call
+// and finishes that of the bytes before them. Its calls are only hints: the
+// sync at the end is what makes the file durable, so their errors are
+// left to it.
+func (w *stagingWriter) writeback() {
+	_ = startWriteback(w.f, w.started, w.written-w.started)
+	_ = dropWritten(w.f, w.dropped, w.started-w.dropped)
+	w.dropped, w.started = w.started, w.written
 }
 
 // contextReader fails reads once ctx is done, so a cancelled request stops

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -111,6 +112,43 @@ func TestDisk_StageFailureLeavesNothing(t *testing.T) {
 	}
 	assertFiles(t, d.root)
 }
+
+func TestDisk_StageSeveralWritebackWindows(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), (3*writebackEvery+12345)/16)
+	sources := map[string]func() io.Reader{
+		"WriterTo": func() io.Reader { return bytes.NewReader(data) },
+		"Reader":   func() io.Reader { return iotest.HalfReader(bytes.NewReader(data)) },
+	}
+	for name, src := range sources {
+		d := newDisk(t)
+		staged, n, err := d.Stage(context.Background(), src())
+		if err != nil || n != int64(len(data)) {
+			t.Fatalf("%s: Stage = (%q, %d, %v), want %d bytes", name, staged, n, err, len(data))
+		}
+		p, _ := d.stagedPath(staged)
+		got, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s: staged file: %d bytes, %v; equal %t", name, len(got), err, bytes.Equal(got, data))
+		}
+	}
+}
+
+func TestDisk_StageCancelledMidFileLeavesNothing(t *testing.T) {
+	d := newDisk(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := strings.NewReader(strings.Repeat("x", 2*writebackEvery+1))
+	rest := strings.NewReader(strings.Repeat("y", writebackEvery))
+	src := io.MultiReader(first, readFunc(func([]byte) (int, error) { cancel(); return 0, io.EOF }), rest)
+	if _, _, err := d.Stage(ctx, src); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Stage err = %v, want %v", err, context.Canceled)
+	}
+	assertFiles(t, d.root)
+}
+
+type readFunc func([]byte) (int, error)
+
+func (f readFunc) Read(p []byte) (int, error) { return f(p) }
 
 func TestDisk_RejectsEscapingKeys(t *testing.T) {
 	ctx := context.Background()
