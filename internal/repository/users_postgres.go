@@ -14,7 +14,8 @@ import (
 // upsertStatement writes one report per device, given as column arrays, in
 // one statement, so one round trip and one commit. It locks the devices'
 // known rows in key order and reads their versions, then upserts every
-// device in key order: a known row is updated, a new one inserted, and a
+// device in key order: a known row is updated and keeps its id, a new one
+// is inserted with the next id (so updates leave no gaps in the ids), and a
 // device another transaction inserts meanwhile is left alone (the DO UPDATE
 // condition) for the caller to write again. Every device that is new or
 // changed its version adds one to its release's uploads; the release rows
@@ -31,16 +32,18 @@ const upsertStatement = `WITH v AS MATERIALIZED (
 		device_sdk, session_activity, session_register, tg_version, target_abi, abi)
 	ORDER BY session_id, device_mac
 ), old AS MATERIALIZED (
-	SELECT v.session_id, v.device_mac, u.app_version FROM v CROSS JOIN LATERAL (
-		SELECT COALESCE(app_version, '') AS app_version FROM users
+	SELECT u.id, v.session_id, v.device_mac, u.app_version FROM v CROSS JOIN LATERAL (
+		SELECT id, COALESCE(app_version, '') AS app_version FROM users
 		WHERE users.session_id = v.session_id AND users.device_mac = v.device_mac
 		LIMIT 1 FOR UPDATE) u
 ), up AS (
-	INSERT INTO users (session_id, device_mac, app_locale, app_version, device_locale, device_model,
+	INSERT INTO users (id, session_id, device_mac, app_locale, app_version, device_locale, device_model,
 		device_sdk, session_activity, session_register, tg_version, target_abi)
-	SELECT session_id, device_mac, app_locale, app_version, device_locale, device_model,
-		device_sdk, session_activity, session_register, tg_version, target_abi
-	FROM v ORDER BY session_id, device_mac
+	SELECT COALESCE(old.id, nextval(pg_get_serial_sequence('users', 'id'))), v.session_id, v.device_mac,
+		v.app_locale, v.app_version, v.device_locale, v.device_model, v.device_sdk, v.session_activity,
+		v.session_register, v.tg_version, v.target_abi
+	FROM v LEFT JOIN old ON old.session_id = v.session_id AND old.device_mac = v.device_mac
+	ORDER BY v.session_id, v.device_mac
 	ON CONFLICT (session_id, device_mac) DO UPDATE SET app_locale = EXCLUDED.app_locale,
 		app_version = EXCLUDED.app_version, device_locale = EXCLUDED.device_locale,
 		device_model = EXCLUDED.device_model, device_sdk = EXCLUDED.device_sdk,
