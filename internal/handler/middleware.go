@@ -1,13 +1,18 @@
 package handler
 
 import (
+	"context"
+	"crypto/rand"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -19,40 +24,90 @@ import (
 	"github.com/wemesse/server/internal/service"
 )
 
-// accessLog writes one line per request: request id, method, route
-// pattern, status, bytes and duration. Headers, hence secrets, are never
-// logged.
+// requestIDHeader carries a request's id both ways: a client (or a proxy)
+// may send one; every response carries the one that was used.
+const requestIDHeader = "X-Request-Id"
+
+// requestID gives each request an id, under chi's key so that
+// middleware.GetReqID finds it, and returns it in the X-Request-Id header:
+// the client's own when it sent one, else this process's prefix and a
+// counter, as chi's middleware.RequestID would make it.
+func requestID(next http.Handler) http.Handler {
+	prefix := requestIDPrefix()
+	var counter atomic.Uint64
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(requestIDHeader)
+		if id == "" {
+			id = formatRequestID(prefix, counter.Add(1))
+		}
+		w.Header()[requestIDHeader] = []string{id}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), middleware.RequestIDKey, id)))
+	})
+}
+
+// requestIDPrefix names this process: host/random, so that ids from
+// several servers or restarts do not collide.
+func requestIDPrefix() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return host + "/" + rand.Text()[:10]
+}
+
+// formatRequestID is prefix-n, n with at least six digits. It is
+// fmt.Sprintf("%s-%06d", prefix, n) without fmt's cost on every request.
+func formatRequestID(prefix string, n uint64) string {
+	var buf [128]byte
+	b := append(buf[:0], prefix...)
+	b = append(b, '-')
+	for p := uint64(100000); p > 1 && n < p; p /= 10 {
+		b = append(b, '0')
+	}
+	return string(strconv.AppendUint(b, n, 10))
+}
+
+// accessLog counts every request in the metrics and, at level info, writes
+// one line per request: request id, method, route pattern, status, bytes
+// and duration. Headers, hence secrets, are never logged.
 func accessLog(log *slog.Logger, m *metrics.Metrics) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			// The id in the log line is the one the client can quote.
-			w.Header().Set("X-Request-Id", middleware.GetReqID(r.Context()))
 			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			defer func() {
-				route := ""
-				if rctx := chi.RouteContext(r.Context()); rctx != nil {
-					route = rctx.RoutePattern()
-				}
+				took := time.Since(start)
+				route := routePattern(r)
 				if m != nil {
-					m.Request(route, r.Method, ww.Status(), time.Since(start))
+					m.Request(route, r.Method, ww.Status(), took)
 				}
 				if !log.Enabled(r.Context(), slog.LevelInfo) {
 					return // spare building the line on the hot path
 				}
-				log.InfoContext(r.Context(), "request",
-					"request_id", middleware.GetReqID(r.Context()),
-					"method", r.Method,
-					"route", route,
-					"status", ww.Status(),
-					"bytes", ww.BytesWritten(),
-					"duration_ms", float64(time.Since(start).Microseconds())/1000,
-					"remote", clientIP(r),
+				log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+					// The id in the log line is the one the client can quote.
+					slog.String("request_id", middleware.GetReqID(r.Context())),
+					slog.String("method", r.Method),
+					slog.String("route", route),
+					slog.Int("status", ww.Status()),
+					slog.Int("bytes", ww.BytesWritten()),
+					slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+					slog.String("remote", clientIP(r)),
 				)
 			}()
 			next.ServeHTTP(ww, r)
 		})
 	}
+}
+
+// routePattern is the pattern of the route that served r, "" when none
+// did. chi records it in r.Pattern; the route context is the fallback for
+// a request that a middleware replaced on its way down.
+func routePattern(r *http.Request) string {
+	if r.Pattern != "" {
+		return r.Pattern
+	}
+	return chi.RouteContext(r.Context()).RoutePattern()
 }
 
 // clientIP is the client's address without its port: the peer's, or the
@@ -162,75 +217,99 @@ func (discardHeaders) WriteHeader(int)             {}
 // connection's read deadline moves forward with every body read and its
 // write deadline with every write, each by stall. A phone on a slow network
 // is served; one that stops sending or reading is dropped.
+//
+// A deadline moves at most every stall/8: moving it on each small read or
+// write would cost more than the I/O, so a stalled client is dropped between
+// 7/8 stall and stall after its last progress. The read deadline matters
+// only while a body is read (net/http sets its own for the headers and the
+// idle time), so only a request with a body gets one.
 func progressDeadlines(stall time.Duration, log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if stall <= 0 {
 			return next
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			rc := http.NewResponseController(w)
-			extend := func(set func(time.Time) error) {
-				// Unsupported deadlines (a test recorder) just mean no deadline.
-				_ = set(time.Now().Add(stall))
-			}
-			extend(rc.SetReadDeadline)
-			extend(rc.SetWriteDeadline)
+			p := &progressWriter{ResponseWriter: w, stall: stall}
+			p.moveWrite()
 			if r.Body != nil && r.Body != http.NoBody {
-				// Reading moves the write deadline too: the response to a long
-				// upload is written only after its body is read.
-				r.Body = &progressReader{ReadCloser: r.Body, progress: progress{every: stall / 8, extend: func() {
-					extend(rc.SetReadDeadline)
-					extend(rc.SetWriteDeadline)
-				}}}
+				p.moveRead()
+				r.Body = &progressReader{ReadCloser: r.Body, p: p}
 			}
-			next.ServeHTTP(&progressWriter{ResponseWriter: w, progress: progress{every: stall / 8, extend: func() { extend(rc.SetWriteDeadline) }}}, r)
+			next.ServeHTTP(p, r)
+			// net/http writes what is left of the response after this: a
+			// slow handler has not used up the client's time.
+			p.moveWrite()
 		})
 	}
 }
 
-// progress moves a deadline forward after progress, at most every so often:
-// moving it on each small read or write would cost more than the I/O.
-type progress struct {
-	every  time.Duration
-	last   time.Time
-	extend func()
-}
+// moment is when a deadline last moved, as the time since processStart on
+// the monotonic clock; 0 is never. Atomic: a handler may read the body and
+// write the response from different goroutines.
+type moment struct{ atomic.Int64 }
 
-func (p *progress) made() {
-	if now := time.Now(); now.Sub(p.last) >= p.every {
-		p.last = now
-		p.extend()
+var processStart = time.Now()
+
+// due reports whether the moment is never or at least every ago, and if so
+// makes it now and returns now.
+func (m *moment) due(every time.Duration) (time.Time, bool) {
+	t := time.Since(processStart) + 1 // never 0
+	if last := m.Load(); last != 0 && t-time.Duration(last) < every {
+		return time.Time{}, false
 	}
+	m.Store(int64(t))
+	return processStart.Add(t), true
 }
 
-type progressReader struct {
-	io.ReadCloser
-	progress
-}
-
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.ReadCloser.Read(b)
-	if n > 0 {
-		p.made()
-	}
-	return n, err
-}
-
+// progressWriter moves the deadlines of the connection a request arrived on
+// as its response is written and its body read.
 type progressWriter struct {
 	http.ResponseWriter
-	progress
+	stall       time.Duration
+	wrote, read moment // when the write and read deadlines last moved
+}
+
+// moveWrite moves the write deadline to now+stall, unless it moved less
+// than stall/8 ago. Unsupported deadlines (a test recorder) just mean no
+// deadline.
+func (p *progressWriter) moveWrite() {
+	if t, ok := p.wrote.due(p.stall / 8); ok {
+		_ = http.NewResponseController(p.ResponseWriter).SetWriteDeadline(t.Add(p.stall))
+	}
+}
+
+// moveRead moves the read deadline like moveWrite.
+func (p *progressWriter) moveRead() {
+	if t, ok := p.read.due(p.stall / 8); ok {
+		_ = http.NewResponseController(p.ResponseWriter).SetReadDeadline(t.Add(p.stall))
+	}
 }
 
 func (p *progressWriter) Write(b []byte) (int, error) {
-	n, err := p.ResponseWriter.Write(b)
-	if n > 0 {
-		p.made()
-	}
-	return n, err
+	// Before the write, which may block on the connection: a handler that
+	// took long to start its answer has not used up the client's time.
+	p.moveWrite()
+	return p.ResponseWriter.Write(b)
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (p *progressWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
+
+type progressReader struct {
+	io.ReadCloser
+	p *progressWriter
+}
+
+func (r *progressReader) Read(b []byte) (int, error) {
+	n, err := r.ReadCloser.Read(b)
+	if n > 0 {
+		// Reading moves the write deadline too: the response to a long
+		// upload is written only after its body is read.
+		r.p.moveRead()
+		r.p.moveWrite()
+	}
+	return n, err
+}
 
 // trustedProxies takes the client address from X-Forwarded-For when the
 // peer is one of trusted (a reverse proxy of ours): the rightmost address

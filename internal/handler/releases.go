@@ -69,7 +69,7 @@ func handleUpdateCheck(releases *service.Releases, mirrorURL string, maxAge time
 	jsonType := []string{"application/json; charset=utf-8"}
 	var answers answerCache
 	return func(w http.ResponseWriter, r *http.Request) {
-		rel, tag, err := releases.Check(r.Context(), chi.URLParam(r, "version"), r.URL.Query().Get("device"))
+		rel, tag, err := releases.Check(r.Context(), chi.URLParam(r, "version"), queryValue(r.URL.RawQuery, "device"))
 		if err != nil {
 			fail(w, r, log, err)
 			return
@@ -141,13 +141,36 @@ func (c *answerCache) get(rel model.Release, tag, base string) (answer, error) {
 // etagMatches reports whether an If-None-Match header names etag, compared
 // weakly as RFC 9110 asks for If-None-Match.
 func etagMatches(header, etag string) bool {
-	for _, t := range strings.Split(header, ",") {
+	etag = strings.TrimPrefix(etag, "W/")
+	for header != "" {
+		var t string
+		t, header, _ = strings.Cut(header, ",")
 		t = strings.TrimSpace(t)
-		if t == "*" || strings.TrimPrefix(t, "W/") == strings.TrimPrefix(etag, "W/") {
+		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
 			return true
 		}
 	}
 	return false
+}
+
+// queryValue is the first value of key in a URL's raw query, as
+// url.ParseQuery reads it, without decoding the rest of the query.
+func queryValue(rawQuery, key string) string {
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if strings.Contains(pair, ";") {
+			continue // url.ParseQuery rejects these pairs
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if k, err := url.QueryUnescape(k); err != nil || k != key {
+			continue
+		}
+		if v, err := url.QueryUnescape(v); err == nil {
+			return v
+		}
+	}
+	return ""
 }
 
 // releasePatch is the body of PATCH /api/v1/updates/{id}; absent keys stay.

@@ -48,7 +48,7 @@ type Deps struct {
 func NewServer(d Deps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(trustedProxies(d.TrustedProxies))
-	r.Use(middleware.RequestID)
+	r.Use(requestID)
 	r.Use(middleware.GetHead)
 	r.Use(accessLog(d.Log, d.Metrics))
 	r.Use(recoverJSON(d.Log))

@@ -5,8 +5,11 @@ package metrics
 
 import (
 	"database/sql"
+	"maps"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +26,28 @@ type Metrics struct {
 	verifications *prometheus.CounterVec
 	authCache     *prometheus.CounterVec
 	deviceBatch   prometheus.Histogram
+
+	// series holds the request series already looked up, so that
+	// counting a request does not hash and check its labels again.
+	series   atomic.Pointer[map[requestKey]requestSeries]
+	seriesMu sync.Mutex // serialises additions to series
 }
+
+// requestKey is the labels of one request's series.
+type requestKey struct {
+	route, method string
+	status        int
+}
+
+// requestSeries is the series a request is counted in.
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+// maxCachedSeries bounds the series kept in Metrics.series; requests with
+// labels beyond it are counted through the label lookup.
+const maxCachedSeries = 512
 
 // New registers every series, plus Go runtime and process collectors, and
 // the connection pool statistics of db when it is not nil.
@@ -51,6 +75,7 @@ func New(db *sql.DB) *Metrics {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
 		}),
 	}
+	m.series.Store(&map[requestKey]requestSeries{})
 	m.registry.MustRegister(m.requests, m.duration, m.uploadBytes, m.verifications, m.authCache, m.deviceBatch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if db != nil {
@@ -69,8 +94,30 @@ func (m *Metrics) Request(route, method string, status int, d time.Duration) {
 	if route == "" {
 		route = "unmatched" // keeps arbitrary paths out of the label set
 	}
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-	m.duration.WithLabelValues(route, method).Observe(d.Seconds())
+	s := m.requestSeries(requestKey{route, method, status})
+	s.count.Inc()
+	s.duration.Observe(d.Seconds())
+}
+
+// requestSeries returns the series of k, from the cache when it is there.
+// The cache is copied on each addition, which is rare: a few routes,
+// methods and statuses.
+func (m *Metrics) requestSeries(k requestKey) requestSeries {
+	if s, ok := (*m.series.Load())[k]; ok {
+		return s
+	}
+	s := requestSeries{
+		count:    m.requests.WithLabelValues(k.route, k.method, strconv.Itoa(k.status)),
+		duration: m.duration.WithLabelValues(k.route, k.method),
+	}
+	m.seriesMu.Lock()
+	defer m.seriesMu.Unlock()
+	if old := *m.series.Load(); len(old) < maxCachedSeries {
+		next := maps.Clone(old)
+		next[k] = s
+		m.series.Store(&next)
+	}
+	return s
 }
 
 // UploadBytes counts received build bytes.

@@ -1,0 +1,199 @@
+package handler
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
+)
+
+func TestRequestID(t *testing.T) {
+	var got string
+	h := requestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = middleware.GetReqID(r.Context())
+	}))
+
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if got == "" || rec.Header().Get("X-Request-Id") != got {
+		t.Fatalf("id in the context %q, in the response %q; want the same, not empty", got, rec.Header().Get("X-Request-Id"))
+	}
+	first := got
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	if got == first {
+		t.Errorf("two requests got the same id %q", got)
+	}
+
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("X-Request-Id", "from-the-proxy")
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if got != "from-the-proxy" || rec.Header().Get("X-Request-Id") != "from-the-proxy" {
+		t.Errorf("a client's id: %q in the context, %q in the response; want it kept", got, rec.Header().Get("X-Request-Id"))
+	}
+}
+
+func TestFormatRequestID(t *testing.T) {
+	for _, n := range []uint64{0, 1, 42, 99999, 100000, 123456, 1234567, 1<<64 - 1} {
+		if got, want := formatRequestID("host/abc", n), fmt.Sprintf("%s-%06d", "host/abc", n); got != want {
+			t.Errorf("formatRequestID(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestQueryValue(t *testing.T) {
+	for _, q := range []string{
+		"", "device=abc", "device=", "device", "a=1&device=x&device=y", "device=%41%42+c",
+		"dev%69ce=esc", "device=%zz&device=ok", "device=a;b&device=c", "x;=1&device=d",
+		"&&device=e&", "=f&device", "device=g=h", "DEVICE=i",
+	} {
+		want := must(url.ParseQuery(q)).Get("device")
+		if got := queryValue(q, "device"); got != want {
+			t.Errorf("queryValue(%q) = %q, want %q as url.ParseQuery reads it", q, got, want)
+		}
+	}
+}
+
+func FuzzQueryValue(f *testing.F) {
+	f.Add("device=a%20b&x=1", "device")
+	f.Add("a;b=1&a=2", "a")
+	f.Fuzz(func(t *testing.T, q, key string) {
+		want := must(url.ParseQuery(q)).Get(key)
+		if got := queryValue(q, key); got != want {
+			t.Errorf("queryValue(%q, %q) = %q, want %q as url.ParseQuery reads it", q, key, got, want)
+		}
+	})
+}
+
+// must drops url.ParseQuery's error, as URL.Query does.
+func must(v url.Values, _ error) url.Values { return v }
+
+func TestEtagMatches(t *testing.T) {
+	const etag = `W/"abc-1-false"`
+	for header, want := range map[string]bool{
+		"":                           false,
+		`"abc-1-false"`:              true,
+		`W/"abc-1-false"`:            true,
+		`"x", W/"abc-1-false"`:       true,
+		` "x" ,  "abc-1-false" , `:   true,
+		"*":                          true,
+		`"abc-1-true"`:               false,
+		`"x",,"y"`:                   false,
+		`W/"abc-1-false"x`:           false,
+		`"abc-1-false", "something"`: true,
+	} {
+		if got := etagMatches(header, etag); got != want {
+			t.Errorf("etagMatches(%q) = %v, want %v", header, got, want)
+		}
+	}
+}
+
+// stallServer serves h behind progressDeadlines with the given stall.
+func stallServer(t *testing.T, stall time.Duration, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(progressDeadlines(stall, slog.New(slog.DiscardHandler))(h))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestProgressDeadlines_stalledReaderIsDropped(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	written := make(chan error, 1)
+	srv := stallServer(t, stall, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/small" {
+			io.WriteString(w, "ok")
+			return
+		}
+		chunk := make([]byte, 64<<10)
+		for range 1 << 12 { // 256 MiB: more than any socket buffers
+			if _, err := w.Write(chunk); err != nil {
+				written <- err
+				return
+			}
+		}
+		written <- nil
+	})
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A request answered in full first: the stalled one is not the first
+	// on its connection.
+	br := bufio.NewReader(conn)
+	if _, err := io.WriteString(conn, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if _, err := io.WriteString(conn, "GET /large HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The client reads nothing more.
+	select {
+	case err := <-written:
+		if err == nil {
+			t.Fatal("the whole response was written to a client that reads nothing")
+		}
+	case <-time.After(20 * stall):
+		t.Fatalf("a client that stopped reading was not dropped within %s", 20*stall)
+	}
+}
+
+func TestProgressDeadlines_slowBodyIsServedStalledIsNot(t *testing.T) {
+	const stall = 400 * time.Millisecond
+	srv := stallServer(t, stall, func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			w.WriteHeader(http.StatusRequestTimeout)
+			return
+		}
+		fmt.Fprint(w, n)
+	})
+	send := func(pause time.Duration, stallAfter int) (string, error) {
+		pr, pw := io.Pipe()
+		go func() {
+			for i := range 6 {
+				if i == stallAfter {
+					time.Sleep(3 * stall)
+				}
+				pw.Write([]byte("0123456789"))
+				time.Sleep(pause)
+			}
+			pw.Close()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*stall)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL, pr)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, b), nil
+	}
+	// A body that keeps coming, slower than stall in all, is read whole.
+	if got, err := send(stall/3, -1); err != nil || got != "200 60" {
+		t.Errorf("slow body: %q, %v; want 200 60", got, err)
+	}
+	// One that stops for longer than stall is not.
+	if got, err := send(0, 3); err == nil && got == "200 60" {
+		t.Errorf("stalled body: %q; want it dropped", got)
+	}
+}
