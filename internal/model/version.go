@@ -50,15 +50,25 @@ func ParseClientVersion(s string) (Version, string, error) {
 	if abi != "" && !ValidABI(abi) {
 		return Version{}, "", Errorf(Invalid, "Version %q has an unknown ABI suffix; use one of arm, arm64, x86, x86_64.", s)
 	}
-	parts := strings.FieldsFunc(raw, func(r rune) bool { return r == '_' || r == '.' })
-	if len(parts) == 0 || len(parts) > maxGroups || strings.Count(raw, "_")+strings.Count(raw, ".") != len(parts)-1 {
-		return Version{}, "", Errorf(Invalid, "Version %q is not digit groups separated by '_' or '.', like 2267_01.", s)
+	n := strings.Count(raw, "_") + strings.Count(raw, ".") + 1
+	if n > maxGroups {
+		return Version{}, "", notGroups(s)
 	}
-	v := Version{raw: raw, groups: make([]string, len(parts)), last: parts[len(parts)-1]}
-	for i, p := range parts {
-		v.groups[i] = strings.TrimLeft(p, "0")
+	v := Version{raw: raw, groups: make([]string, 0, n)}
+	for g := range strings.FieldsFuncSeq(raw, isSeparator) {
+		v.groups = append(v.groups, strings.TrimLeft(g, "0"))
+		v.last = g
+	}
+	if len(v.groups) != n {
+		return Version{}, "", notGroups(s) // an empty group
 	}
 	return v, abi, nil
+}
+
+func isSeparator(r rune) bool { return r == '_' || r == '.' }
+
+func notGroups(s string) error {
+	return Errorf(Invalid, "Version %q is not digit groups separated by '_' or '.', like 2267_01.", s)
 }
 
 // ValidABI reports whether abi names a known ABI. The empty string (a
