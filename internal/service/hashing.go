@@ -109,7 +109,7 @@ func (h *hashingReader) WriteTo(w io.Writer) (int64, error) {
 }
 
 // next fills a chunk from r, hands it to the hashers and makes it cur. It
-// returns r's error once r has nothing more.
+// returns r's error once r has nothing more, or at once if r failed.
 func (h *hashingReader) next() error {
 	if h.err != nil {
 		return h.err
@@ -117,7 +117,10 @@ func (h *hashingReader) next() error {
 	c := h.chunk()
 	n, err := fill(h.r, c.buf[:cap(c.buf)])
 	h.err = err
-	if n == 0 {
+	if n == 0 || (err != nil && err != io.EOF) {
+		// A failed read fails the upload: report it now rather than
+		// whatever writing the rest would, such as the request's context
+		// ending because its connection was cut.
 		h.free <- c
 		return h.err
 	}
