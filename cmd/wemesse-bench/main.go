@@ -54,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "list", "help":
 		printScenarios(stdout)
 		return nil
+	case staticChildCommand:
+		return runStaticChild(args, os.Stdin, stdout)
 	}
 	sc, ok := lookupScenario(name)
 	if !ok {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -300,5 +302,47 @@ func TestEveryMemberOfAllValidates(t *testing.T) {
 		if _, ok := sc.(validator); !ok {
 			t.Errorf("%s has no validate method: all would run the others before its flags fail", sc.Name())
 		}
+	}
+}
+
+// TestStaticChild runs the reference process's program in process: it
+// serves the file's bytes with the Content-Type given, on loopback, until
+// its stdin closes.
+func TestStaticChild(t *testing.T) {
+	file := t.TempDir() + "/body"
+	if err := os.WriteFile(file, []byte(`{"Version":"2267_00"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdinR, stdinW := io.Pipe()
+	stdoutR, stdoutW := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- runStaticChild([]string{"-content-type", "application/json; charset=utf-8", "-body-file", file}, stdinR, stdoutW)
+	}()
+	line, err := bufio.NewReader(stdoutR).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := strings.TrimSpace(line)
+	if err := loopbackOnly(url); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(url + "/api/v1/updates/2266_00?device=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != `{"Version":"2267_00"}` || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" {
+		t.Errorf("got %q with %q", body, resp.Header.Get("Content-Type"))
+	}
+	stdinW.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("child returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the child kept serving after its stdin closed")
 	}
 }

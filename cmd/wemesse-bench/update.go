@@ -65,7 +65,7 @@ func (u *updateScenario) Run(ctx context.Context, b *bench, rep *report) error {
 	if err := u.validate(); err != nil {
 		return err
 	}
-	rep.setupf("update: GET /api/v1/updates/%s?device=ID (%d ids cycled, the answer offers %s) with %d keep-alive connections, closed loop (vegeta, rate 0), %s warm-up, then %d × %s measured per side, reference and server alternating; the reference is a net/http handler in the bench process on another 127.0.0.1 port writing the bytes captured from the server",
+	rep.setupf("update: GET /api/v1/updates/%s?device=ID (%d ids cycled, the answer offers %s) with %d keep-alive connections, closed loop (vegeta, rate 0), %s warm-up, then %d × %s measured per side, the three sides alternating; the reference is a minimal net/http handler writing the bytes (and Content-Type) captured from the server, run as a separate process of this tool on another 127.0.0.1 port, as the server is; the same handler inside the bench process, next to the load generator, is measured too, as a bound",
 		updateClientVersion, updateDevices, benchVersion, u.conns, u.warmup, u.rounds, u.duration)
 	return b.forEachDB(func(kind string) error { return u.runDB(ctx, b, rep, kind) })
 }
@@ -92,14 +92,20 @@ func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 	if err != nil {
 		return err
 	}
-	ref, err := startStatic(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", contentType)
-		_, _ = w.Write(body)
-	}))
+	// The reference: the minimal handler in a process of its own, as the
+	// server is. The same handler inside this process, next to the load
+	// generator, is measured too: it skips the cross-process hand-offs the
+	// server cannot, so it only bounds what any separate server reaches.
+	ref, err := startStaticProcess(ctx, contentType, body)
 	if err != nil {
 		return err
 	}
 	defer ref.close()
+	inproc, err := startStatic(staticHandler(contentType, body))
+	if err != nil {
+		return err
+	}
+	defer inproc.close()
 
 	targeter := func(base string) vegeta.Targeter {
 		var n atomic.Uint64
@@ -112,7 +118,7 @@ func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 	defer lc.close()
 	if u.warmup > 0 {
 		b.logf("update on %s: %s warm-up on each side", kind, u.warmup)
-		for _, base := range []string{ref.URL, r.srv.URL} {
+		for _, base := range []string{inproc.URL, ref.URL, r.srv.URL} {
 			if _, err := lc.run(ctx, base, targeter(base), u.warmup); err != nil {
 				return err
 			}
@@ -121,11 +127,16 @@ func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 	if err := settle(ctx, b, r.srv); err != nil {
 		return err
 	}
-	var refSt, srvSt loadStats
+	var inSt, refSt, srvSt loadStats
 	var peak int64
 	for round := 1; round <= u.rounds; round++ {
-		b.logf("update on %s: round %d of %d: reference, then server, %s each", kind, round, u.rounds, u.duration)
-		st, err := lc.run(ctx, ref.URL, targeter(ref.URL), u.duration)
+		b.logf("update on %s: round %d of %d: in-process handler, reference process, then server, %s each", kind, round, u.rounds, u.duration)
+		st, err := lc.run(ctx, inproc.URL, targeter(inproc.URL), u.duration)
+		if err != nil {
+			return err
+		}
+		inSt.add(st)
+		st, err = lc.run(ctx, ref.URL, targeter(ref.URL), u.duration)
 		if err != nil {
 			return err
 		}
@@ -149,7 +160,7 @@ func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 		p50:       fmtDuration(srvSt.p(0.5)),
 		p99:       fmtDuration(srvSt.p(0.99)),
 		rss:       fmtMB(kbToMB(peak)),
-		reference: fmt.Sprintf("%s, p50 %s, p99 %s: net/http handler, same %d bytes", fmtRate(refSt.rate(), "req/s"), fmtDuration(refSt.p(0.5)), fmtDuration(refSt.p(0.99)), len(body)),
+		reference: fmt.Sprintf("%s, p50 %s, p99 %s: net/http handler process, same %d bytes", fmtRate(refSt.rate(), "req/s"), fmtDuration(refSt.p(0.5)), fmtDuration(refSt.p(0.99)), len(body)),
 		ratio:     fmtRatio(srvSt.rate() / refSt.rate()),
 		checks: []rowCheck{
 			{label: "ratio", target: target{value: srvSt.rate() / refSt.rate(), op: ">=", limit: updateMinRatio, format: fmtRatio}},
@@ -158,8 +169,19 @@ func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 	}
 	row.checks = appendFailures(row.checks, srvSt)
 	rep.result(row)
+	rep.result(resultRow{
+		scenario:  "(bound) the same handler inside the load generator's process",
+		db:        kind,
+		measured:  fmtRate(inSt.rate(), "req/s"),
+		p50:       fmtDuration(inSt.p(0.5)),
+		p99:       fmtDuration(inSt.p(0.99)),
+		rss:       "-",
+		reference: fmt.Sprintf("the server: %s; the reference process: %s", fmtRate(srvSt.rate(), "req/s"), fmtRate(refSt.rate(), "req/s")),
+		ratio:     fmt.Sprintf("%s (server), %s (reference)", fmtRatio(srvSt.rate()/inSt.rate()), fmtRatio(refSt.rate()/inSt.rate())),
+	})
 	noteFailures(rep, "update check on "+kind+", server", srvSt)
-	noteFailures(rep, "update check on "+kind+", reference", refSt)
+	noteFailures(rep, "update check on "+kind+", reference process", refSt)
+	noteFailures(rep, "update check on "+kind+", in-process handler", inSt)
 	return nil
 }
 
