@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,5 +196,33 @@ func TestProgressDeadlines_slowBodyIsServedStalledIsNot(t *testing.T) {
 	// One that stops for longer than stall is not.
 	if got, err := send(0, 3); err == nil && got == "200 60" {
 		t.Errorf("stalled body: %q; want it dropped", got)
+	}
+}
+
+// TestProgressDeadlines_slowHandlerAfterBody: once the body is read whole,
+// the time the handler takes (a commit, a flush to disk) is not a stall of
+// the client's: the request's context stays alive.
+func TestProgressDeadlines_slowHandlerAfterBody(t *testing.T) {
+	const stall = 200 * time.Millisecond
+	srv := stallServer(t, stall, func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			w.WriteHeader(http.StatusRequestTimeout)
+		case <-time.After(3 * stall):
+			fmt.Fprint(w, "done")
+		}
+	})
+	resp, err := srv.Client().Post(srv.URL, "text/plain", strings.NewReader(strings.Repeat("body", 1<<18)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(b) != "done" {
+		t.Errorf("got %d %q; want 200 done", resp.StatusCode, b)
 	}
 }
