@@ -159,8 +159,8 @@ func queryValue(rawQuery, key string) string {
 	for rawQuery != "" {
 		var pair string
 		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
-		if strings.Contains(pair, ";") {
-			continue // url.ParseQuery rejects these pairs
+		if pair == "" || strings.Contains(pair, ";") {
+			continue // url.ParseQuery skips or rejects these pairs
 		}
 		k, v, _ := strings.Cut(pair, "=")
 		if k, err := url.QueryUnescape(k); err != nil || k != key {
