@@ -44,6 +44,12 @@ func TestRun_metricsReadyAndLogs(t *testing.T) {
 		if code, _ := get(t, s, "/metrics", ""); code != 404 {
 			t.Errorf("/metrics on the API listener: %d, want 404", code)
 		}
+		// Profiles only when WEMESSE_PPROF asks for them.
+		if resp, err := http.Get("http://" + metricsAddr + "/debug/pprof/"); err != nil || resp.StatusCode != 404 {
+			t.Errorf("/debug/pprof/ without WEMESSE_PPROF: %v %v, want 404", resp, err)
+		} else {
+			resp.Body.Close()
+		}
 		resp, err := http.Get("http://" + metricsAddr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
@@ -128,6 +134,33 @@ func slowUpload(s *server, secret, version string, size int, duration time.Durat
 		status <- resp.StatusCode
 	}()
 	return status
+}
+
+// TestRun_pprof checks WEMESSE_PPROF serves Go's profiles on the metrics
+// listener, and never on the API's.
+func TestRun_pprof(t *testing.T) {
+	metricsAddr := freeAddr(t)
+	s := startServer(t, map[string]string{"WEMESSE_DATABASE_URL": filepath.Join(t.TempDir(), "w.db"),
+		"WEMESSE_METRICS_ADDR": metricsAddr, "WEMESSE_PPROF": "true"})
+	if code, _ := get(t, s, "/debug/pprof/", ""); code != 404 {
+		t.Errorf("/debug/pprof/ on the API listener: %d, want 404", code)
+	}
+	for path, want := range map[string]string{
+		"/debug/pprof/":                  "goroutine",
+		"/debug/pprof/heap?debug=1":      "heap profile",
+		"/debug/pprof/profile?seconds=1": "", // a gzipped protobuf: any bytes
+		"/debug/pprof/cmdline":           "",
+	} {
+		resp, err := http.Get("http://" + metricsAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || len(body) == 0 || !strings.Contains(string(body), want) {
+			t.Errorf("%s: %d, %d bytes, want 200 with %q", path, resp.StatusCode, len(body), want)
+		}
+	}
 }
 
 // TestRun_shutdownDuringUpload stops the server (as SIGTERM does) in the

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -250,7 +251,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 	}()
 	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLSCert != "")
 	if cfg.MetricsAddr != "" {
-		stopMetrics, err := serveMetrics(cfg.MetricsAddr, a.metrics, log)
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, cfg.Pprof, a.metrics, log)
 		if err != nil {
 			srv.Close()
 			return err
@@ -292,15 +293,23 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 	return nil
 }
 
-// serveMetrics serves /metrics on its own listener, so that it is not
-// exposed with the API. The returned function stops it.
-func serveMetrics(addr string, m *metrics.Metrics, log *slog.Logger) (func(), error) {
+// serveMetrics serves /metrics, and Go's profiles at /debug/pprof/ when
+// profiles is set, on their own listener, so that they are not exposed with
+// the API. The returned function stops it.
+func serveMetrics(addr string, profiles bool, m *metrics.Metrics, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listen: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	if profiles {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	log.Info("metrics listening", "addr", ln.Addr().String())

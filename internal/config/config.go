@@ -28,6 +28,7 @@ type Config struct {
 	UpdateMaxAge    time.Duration  // WEMESSE_UPDATE_MAX_AGE (seconds): how long clients may cache an update check
 	ReleasesRefresh time.Duration  // WEMESSE_RELEASES_REFRESH: how often releases are re-read into memory
 	MetricsAddr     string         // WEMESSE_METRICS_ADDR: listener for /metrics; empty: off
+	Pprof           bool           // WEMESSE_PPROF: Go's profiles at /debug/pprof/ on the metrics listener
 	StallTimeout    time.Duration  // WEMESSE_STALL_TIMEOUT: drop a request that makes no progress this long
 	DeviceWriters   int            // WEMESSE_DEVICE_WRITERS: concurrent device-session writers
 	DeviceBatch     int            // WEMESSE_DEVICE_BATCH: most device sessions per transaction
@@ -76,7 +77,7 @@ var Variables = []string{
 	"WEMESSE_AUTH_FAILURES_PER_MINUTE", "WEMESSE_READ_HEADER_TIMEOUT", "WEMESSE_IDLE_TIMEOUT",
 	"WEMESSE_SHUTDOWN_TIMEOUT", "WEMESSE_UPDATE_MAX_AGE", "WEMESSE_RELEASES_REFRESH", "WEMESSE_METRICS_ADDR",
 	"WEMESSE_STALL_TIMEOUT", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH", "WEMESSE_STORAGE_URL",
-	"WEMESSE_STORAGE_REDIRECT", "WEMESSE_TRUSTED_PROXIES",
+	"WEMESSE_STORAGE_REDIRECT", "WEMESSE_TRUSTED_PROXIES", "WEMESSE_PPROF",
 }
 
 // Load reads the configuration through getenv and checks it.
@@ -95,6 +96,7 @@ func Load(getenv func(string) string) (Config, error) {
 		UpdateMaxAge:    time.Duration(p.int64("WEMESSE_UPDATE_MAX_AGE", 60, 0, 86400)) * time.Second,
 		ReleasesRefresh: p.duration("WEMESSE_RELEASES_REFRESH", time.Second),
 		MetricsAddr:     getenv("WEMESSE_METRICS_ADDR"),
+		Pprof:           p.bool("WEMESSE_PPROF"),
 		StallTimeout:    p.duration("WEMESSE_STALL_TIMEOUT", 30*time.Second),
 		DeviceWriters:   int(p.int64("WEMESSE_DEVICE_WRITERS", 1, 0, 64)),
 		DeviceBatch:     int(p.int64("WEMESSE_DEVICE_BATCH", 256, 1, 1000)),
@@ -130,6 +132,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if c.StorageRedirect && c.StorageURL == "" {
 		p.fail("WEMESSE_STORAGE_REDIRECT needs WEMESSE_STORAGE_URL: only object storage can presign download links")
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		p.fail("WEMESSE_PPROF needs WEMESSE_METRICS_ADDR: profiles are served on the metrics listener only")
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		p.fail("WEMESSE_TLS_CERT and WEMESSE_TLS_KEY must be set together")

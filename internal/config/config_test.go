@@ -237,6 +237,7 @@ func TestLoad_errors(t *testing.T) {
 		{"log_level_unknown", map[string]string{"WEMESSE_LOG_LEVEL": "verbose"}, "WEMESSE_LOG_LEVEL"},
 		{"default_abi_unknown", map[string]string{"WEMESSE_DEFAULT_ABI": "mips"}, "WEMESSE_DEFAULT_ABI"},
 		{"default_abi_case", map[string]string{"WEMESSE_DEFAULT_ABI": "ARM64"}, "WEMESSE_DEFAULT_ABI"},
+		{"pprof_without_metrics", map[string]string{"WEMESSE_PPROF": "true"}, "WEMESSE_METRICS_ADDR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
