@@ -94,6 +94,12 @@ func (m *Metrics) Request(route, method string, status int, d time.Duration) {
 	if route == "" {
 		route = "unmatched" // keeps arbitrary paths out of the label set
 	}
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+	default:
+		method = "other" // any token is a method to net/http: keep them out too
+	}
 	s := m.requestSeries(requestKey{route, method, status})
 	s.count.Inc()
 	s.duration.Observe(d.Seconds())

@@ -14,6 +14,8 @@ func TestRequest(t *testing.T) {
 	m.Request("/api/v1/updates/{version}", "GET", 200, time.Millisecond)
 	m.Request("/api/v1/updates/{version}", "GET", 304, time.Millisecond)
 	m.Request("", "PUT", 405, time.Millisecond)
+	m.Request("", "BREW", 405, time.Millisecond)
+	m.Request("", "X-1234", 405, time.Millisecond)
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -24,10 +26,14 @@ func TestRequest(t *testing.T) {
 		`wemesse_http_requests_total{method="PUT",route="unmatched",status="405"} 1`,
 		`wemesse_http_request_duration_seconds_count{method="GET",route="/api/v1/updates/{version}"} 3`,
 		`wemesse_http_request_duration_seconds_count{method="PUT",route="unmatched"} 1`,
+		`wemesse_http_requests_total{method="other",route="unmatched",status="405"} 2`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("no %s in\n%s", want, body)
 		}
+	}
+	if strings.Contains(string(body), "BREW") {
+		t.Errorf("a made-up method became a label value:\n%s", body)
 	}
 }
 
