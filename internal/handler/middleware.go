@@ -30,19 +30,39 @@ const requestIDHeader = "X-Request-Id"
 
 // requestID gives each request an id, under chi's key so that
 // middleware.GetReqID finds it, and returns it in the X-Request-Id header:
-// the client's own when it sent one, else this process's prefix and a
-// counter, as chi's middleware.RequestID would make it.
+// the client's own when it sent a valid one (validRequestID), else this
+// process's prefix and a counter, as chi's middleware.RequestID would make
+// it.
 func requestID(next http.Handler) http.Handler {
 	prefix := requestIDPrefix()
 	var counter atomic.Uint64
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(requestIDHeader)
-		if id == "" {
+		if !validRequestID(id) {
 			id = formatRequestID(prefix, counter.Add(1))
 		}
 		w.Header()[requestIDHeader] = []string{id}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), middleware.RequestIDKey, id)))
 	})
+}
+
+// maxRequestIDLen bounds a client's request id: it is echoed and logged
+// with every line of its request.
+const maxRequestIDLen = 128
+
+// validRequestID reports whether a client's id is short and made of
+// characters that need no escaping in logs and headers; any other is
+// replaced by one of ours.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestIDLen {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-_.:/+=", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // requestIDPrefix names this process: host/random, so that ids from

@@ -42,6 +42,24 @@ func TestRequestID(t *testing.T) {
 	if got != "from-the-proxy" || rec.Header().Get("X-Request-Id") != "from-the-proxy" {
 		t.Errorf("a client's id: %q in the context, %q in the response; want it kept", got, rec.Header().Get("X-Request-Id"))
 	}
+
+	// Ids too long or with characters a log line would need to escape are
+	// replaced, not echoed.
+	for _, bad := range []string{strings.Repeat("a", maxRequestIDLen+1), "two words", "a\"b", "ünï", "x\x00y"} {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("X-Request-Id", bad)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if got == bad || got == "" || rec.Header().Get("X-Request-Id") != got {
+			t.Errorf("client id %q: %q in the context, %q in the response; want one of ours in both", bad, got, rec.Header().Get("X-Request-Id"))
+		}
+	}
+	req = httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("X-Request-Id", strings.Repeat("a", maxRequestIDLen))
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if got != strings.Repeat("a", maxRequestIDLen) {
+		t.Errorf("an id of %d characters was not kept", maxRequestIDLen)
+	}
 }
 
 func TestFormatRequestID(t *testing.T) {
