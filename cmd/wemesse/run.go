@@ -158,7 +158,7 @@ func tuneGC(cfg config.Config, getenv func(string) string, log *slog.Logger) {
 	if getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	limit := 128<<20 + int64(cfg.Argon2.Memory)<<10*int64(cfg.Argon2Concurrency)
+	limit := 128<<20 + (int64(cfg.Argon2.Memory)<<10)*int64(cfg.Argon2Concurrency) // Memory is in KiB
 	debug.SetGCPercent(gcPercent)
 	debug.SetMemoryLimit(limit)
 	log.Debug("garbage collector tuned", "gogc", gcPercent, "memory_limit_bytes", limit)
