@@ -62,6 +62,8 @@ type deviceScenario struct {
 	// noCounter adds a row of devices on a version without a release, so
 	// that no uploads counter is updated: what the counter costs.
 	noCounter bool
+
+	gen generator // set by Run
 }
 
 func (*deviceScenario) Name() string { return "device" }
@@ -99,8 +101,14 @@ func (d *deviceScenario) Run(ctx context.Context, b *bench, rep *report) error {
 	if err := d.validate(); err != nil {
 		return err
 	}
-	rep.setupf("device: POST /api/v1/users with a client-role secret (cached after one warm request), every request a new random device (SessionID, DeviceMac) on AppVersion %s, which has a release, so each also adds one to that release's uploads counter; %d keep-alive connections, closed loop (vegeta, rate 0), %s warm-up; then on the empty table (emptied before every run) and with the users loaded, %d × %s measured per side, reference and server alternating, the server settled (see server peak RSS) before each of its runs",
-		benchVersion, d.clients, d.warmup, d.rounds, d.duration)
+	gen, genDesc, err := b.newGenerator(d.clients)
+	if err != nil {
+		return err
+	}
+	defer gen.close()
+	d.gen = gen
+	rep.setupf("device: POST /api/v1/users with a client-role secret (cached after one warm request), every request a new random device (SessionID, DeviceMac) on AppVersion %s, which has a release, so each also adds one to that release's uploads counter; %d keep-alive connections, closed loop (%s, as fast as answered), %s warm-up; then on the empty table (emptied before every run) and with the users loaded, %d × %s measured per side, reference and server alternating, the server settled (see server peak RSS) before each of its runs",
+		benchVersion, d.clients, genDesc, d.warmup, d.rounds, d.duration)
 	rep.setupf("device reference: the same device as one INSERT … ON CONFLICT (session_id, device_mac) DO UPDATE with a random session id, %d clients for the same time: pgbench on PostgreSQL; on SQLite %d goroutines in the bench process through the server's own driver, settings and connection pool (repository.Open)",
 		d.clients, d.clients)
 	return b.forEachDB(func(kind string) error { return d.runDB(ctx, b, rep, kind) })
@@ -127,23 +135,27 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 	if err := sleep(ctx, cfg.AuthRefresh+cfg.AuthRefresh/2+250*time.Millisecond); err != nil {
 		return err
 	}
-	usersURL := r.srv.URL + "/api/v1/users"
+	usersURL := r.srv.URL + usersPath
 	if _, err := expect(ctx, c, http.StatusOK, http.MethodPost, usersURL, client, "application/json", deviceBody(benchVersion)); err != nil {
 		return fmt.Errorf("warm request: %w", err)
 	}
-	header := http.Header{"Signature": {client}, "Content-Type": {"application/json"}}
-	targeterOf := func(version string) vegeta.Targeter {
-		return func(t *vegeta.Target) error {
-			t.Method, t.URL, t.Header, t.Body = http.MethodPost, usersURL, header, deviceBody(version)
-			return nil
+	workloadOf := func(version string) workload {
+		header := http.Header{"Signature": {client}, "Content-Type": {"application/json"}}
+		return workload{
+			targeter: func(string) vegeta.Targeter {
+				return func(t *vegeta.Target) error {
+					t.Method, t.URL, t.Header, t.Body = http.MethodPost, usersURL, header, deviceBody(version)
+					return nil
+				}
+			},
+			lua: deviceLua(version),
+			env: map[string]string{deviceSignatureEnv: client},
 		}
 	}
-	targeter := targeterOf(benchVersion)
-	lc := newLoadClient(d.clients)
-	defer lc.close()
+	work := workloadOf(benchVersion)
 	if d.warmup > 0 {
 		b.logf("device on %s: %s warm-up", kind, d.warmup)
-		if _, err := lc.run(ctx, r.srv.URL, targeter, d.warmup); err != nil {
+		if _, err := d.gen.run(ctx, r.srv.URL, work, d.warmup); err != nil {
 			return err
 		}
 	}
@@ -166,7 +178,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 			return err
 		}
 		b.logf("device on %s: round %d of %d on the empty table: server for %s", kind, round, d.rounds, d.duration)
-		st, peak, err := d.serverRun(ctx, b, r, lc, targeter)
+		st, peak, err := d.serverRun(ctx, b, r, work)
 		if err != nil {
 			return err
 		}
@@ -177,7 +189,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 				return err
 			}
 			b.logf("device on %s: round %d of %d on the empty table: server, version without a release, for %s", kind, round, d.rounds, d.duration)
-			st, _, err := d.serverRun(ctx, b, r, lc, targeterOf(deviceNoReleaseVersion))
+			st, _, err := d.serverRun(ctx, b, r, workloadOf(deviceNoReleaseVersion))
 			if err != nil {
 				return err
 			}
@@ -193,7 +205,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 	rep.notef("device on %s: %s users loaded in %s (%s)", kind, fmtInt(int64(d.users)), fmtDuration(loadTime), r.fx.loadDesc())
 	for round := 1; round <= d.rounds; round++ {
 		b.logf("device on %s: round %d of %d with %s users: server for %s", kind, round, d.rounds, fmtInt(int64(d.users)), d.duration)
-		st, peak, err := d.serverRun(ctx, b, r, lc, targeter)
+		st, peak, err := d.serverRun(ctx, b, r, work)
 		if err != nil {
 			return err
 		}
@@ -272,7 +284,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 
 // serverRun measures the server under device posts and returns its peak
 // RSS during the run, in kB.
-func (d *deviceScenario) serverRun(ctx context.Context, b *bench, r *rig, lc *loadClient, targeter vegeta.Targeter) (loadStats, int64, error) {
+func (d *deviceScenario) serverRun(ctx context.Context, b *bench, r *rig, w workload) (loadStats, int64, error) {
 	if err := settle(ctx, b, r.srv); err != nil {
 		return loadStats{}, 0, err
 	}
@@ -280,7 +292,7 @@ func (d *deviceScenario) serverRun(ctx context.Context, b *bench, r *rig, lc *lo
 	if err != nil {
 		return loadStats{}, 0, err
 	}
-	st, err := lc.run(ctx, r.srv.URL, targeter, d.duration)
+	st, err := d.gen.run(ctx, r.srv.URL, w, d.duration)
 	peak := pt.done()
 	return st, peak, err
 }
@@ -294,6 +306,40 @@ func deviceBody(version string) []byte {
 		`","DeviceModel":"Pixel 7","DeviceSDK":"34","SessionActivity":` + strconv.FormatInt(now, 10) +
 		`,"SessionID":` + strconv.FormatInt(sid, 10) + `,"SessionRegister":` + strconv.FormatInt(now-86400, 10) +
 		`,"TgVersion":"10.14.5","TargetABI":"arm64"}`)
+}
+
+// usersPath is where devices report.
+const usersPath = "/api/v1/users"
+
+// deviceSignatureEnv carries the client secret to deviceLua's script.
+const deviceSignatureEnv = "WEMESSE_BENCH_SIGNATURE"
+
+// deviceLua is deviceBody as a wrk script: every request a new random
+// device. Session ids stay below 2^53, where Lua's numbers are exact.
+func deviceLua(version string) string {
+	return fmt.Sprintf(`wrk.method = "POST"
+wrk.path = %q
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Signature"] = os.getenv(%q)
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_no", threads)
+end
+function init(args)
+  math.randomseed(os.time() * 1000 + (thread_no or 0))
+end
+local head = '{"AppLocale":"en","AppVersion":' .. %s .. ',"DeviceLocale":"en_US","DeviceMac":"'
+function request()
+  local sid = %d + math.floor(math.random() * %d)
+  local mac = string.format("%%06x%%06x", math.random(0, 16777215), math.random(0, 16777215))
+  local now = os.time()
+  return wrk.format(nil, nil, nil, head .. mac ..
+    '","DeviceModel":"Pixel 7","DeviceSDK":"34","SessionActivity":' .. now ..
+    ',"SessionID":' .. string.format("%%.0f", sid) .. ',"SessionRegister":' .. (now - 86400) ..
+    ',"TgVersion":"10.14.5","TargetABI":"arm64"}')
+end
+`, usersPath, deviceSignatureEnv, luaString(strconv.Quote(version)), int64(deviceMinSession), int64(1<<53-deviceMinSession))
 }
 
 // refResult is a reference run.

@@ -70,6 +70,27 @@ func (s loadStats) describeFailures() string {
 	return fmt.Sprintf("%d of %d requests failed: %s %s", s.failed(), s.total(), fmtCodes(s.codes), fmtErrors(s.errors))
 }
 
+// A generator runs closed-loop load: its connections each send their next
+// request as soon as the previous one is answered. The update and device
+// scenarios use wrk when it is installed (see -load), vegeta otherwise.
+type generator interface {
+	// run sends w's requests to base, which must be on 127.0.0.1, for
+	// duration.
+	run(ctx context.Context, base string, w workload, duration time.Duration) (loadStats, error)
+	name() string
+	close()
+}
+
+// workload is what a run sends, in each generator's terms.
+type workload struct {
+	targeter func(base string) vegeta.Targeter // vegeta: every request's target
+	// lua is wrk's script: it sets wrk.method and wrk.headers and defines
+	// request(); env is added to wrk's environment (os.getenv), so that
+	// no secret is written to the script's file.
+	lua string
+	env map[string]string
+}
+
 // loadClient is the HTTP client behind every vegeta attacker: keep-alive
 // connections, at most conns of them per host, no proxy. One loadClient
 // serves a warm-up and the measured run, so they share connections.
@@ -93,13 +114,16 @@ func newLoadClient(conns int) *loadClient {
 
 func (c *loadClient) close() { c.http.CloseIdleConnections() }
 
-// run sends requests from targeter with conns concurrent workers for
+func (c *loadClient) name() string { return "vegeta" }
+
+// run sends requests from w.targeter with conns concurrent workers for
 // duration, as fast as they are answered (vegeta at rate 0). Every target
 // URL must start with base, which must be on 127.0.0.1.
-func (c *loadClient) run(ctx context.Context, base string, targeter vegeta.Targeter, duration time.Duration) (loadStats, error) {
+func (c *loadClient) run(ctx context.Context, base string, w workload, duration time.Duration) (loadStats, error) {
 	if err := loopbackOnly(base); err != nil {
 		return loadStats{}, err
 	}
+	targeter := w.targeter(base)
 	base = strings.TrimSuffix(base, "/") + "/"
 	checked := func(t *vegeta.Target) error {
 		if err := targeter(t); err != nil {

@@ -10,7 +10,9 @@
 // The update, device, users and upload scenarios run each server row on
 // SQLite and on PostgreSQL (a throwaway cluster the tool starts, see -db),
 // next to a reference measured in the same run: a minimal net/http handler,
-// pgbench, psql, the sqlite3 CLI. Load comes from vegeta, in process.
+// pgbench, psql, the sqlite3 CLI. The update and device load comes from wrk
+// when it is installed, else from vegeta in process (-load); the rest from
+// vegeta or the tool's own client.
 //
 // It exits non-zero when any target fails, unless -no-fail is given.
 package main

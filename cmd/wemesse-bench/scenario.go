@@ -64,9 +64,11 @@ type options struct {
 	pgBin      string    // PostgreSQL server binaries; empty: looked up
 	pgSettings pgSetter  // extra -c NAME=VALUE for the PostgreSQL cluster
 	markdown   bool      // print the tables as Markdown
+	load       string    // the update and device runs' generator: auto, wrk or vegeta
 }
 
 func (o *options) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.load, "load", "auto", "load generator of the update and device runs: wrk, vegeta (in process), or auto: wrk when it is on $PATH")
 	fs.StringVar(&o.serverPath, "server", "", "server binary to run (default: build bin/wemesse with CGO_ENABLED=0)")
 	fs.BoolVar(&o.noFail, "no-fail", false, "only report failed targets; exit 0")
 	fs.Var(&o.serverEnv, "set", "`WEMESSE_NAME=VALUE` for every server started (repeatable), e.g. -set WEMESSE_ARGON2_CONCURRENCY=4")
@@ -220,6 +222,30 @@ func (b *bench) describePostgres(ctx context.Context, rep *report) {
 }
 
 // logf writes a progress line to stderr; stdout carries only the report.
+// newGenerator returns the generator -load names, with conns connections,
+// and a description of it for the report.
+func (b *bench) newGenerator(conns int) (generator, string, error) {
+	choice := b.opts.load
+	if choice == "auto" {
+		choice = "vegeta"
+		if _, err := exec.LookPath("wrk"); err == nil {
+			choice = "wrk"
+		}
+	}
+	switch choice {
+	case "vegeta":
+		return newLoadClient(conns), "vegeta, in the bench process", nil
+	case "wrk":
+		path, err := exec.LookPath("wrk")
+		if err != nil {
+			return nil, "", fmt.Errorf("-load wrk: %w (Debian: apt-get install wrk)", err)
+		}
+		g := newWrkGenerator(path, conns)
+		return g, fmt.Sprintf("wrk (%s, %d threads), a process of its own", path, g.threads), nil
+	}
+	return nil, "", fmt.Errorf("-load must be auto, wrk or vegeta, not %q", b.opts.load)
+}
+
 func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.stderr, "%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 }
