@@ -37,13 +37,22 @@ func requestID(next http.Handler) http.Handler {
 	prefix := requestIDPrefix()
 	var counter atomic.Uint64
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get(requestIDHeader)
+		id := headerValue(r.Header, requestIDHeader)
 		if !validRequestID(id) {
 			id = formatRequestID(prefix, counter.Add(1))
 		}
 		w.Header()[requestIDHeader] = []string{id}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), middleware.RequestIDKey, id)))
 	})
+}
+
+// headerValue is r.Header.Get(name) for a name already in canonical form,
+// without canonicalizing it again on every request.
+func headerValue(h http.Header, name string) string {
+	if v := h[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // maxRequestIDLen bounds a client's request id: it is echoed and logged
@@ -213,9 +222,9 @@ const maxSecretLen = 512
 // secretOf reads the secret from the signature header, or else from an
 // Authorization: Bearer header.
 func secretOf(r *http.Request) string {
-	s := r.Header.Get("signature")
+	s := headerValue(r.Header, "Signature")
 	if s == "" {
-		if auth := r.Header.Get("Authorization"); len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+		if auth := headerValue(r.Header, "Authorization"); len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
 			s = strings.TrimSpace(auth[7:])
 		}
 	}

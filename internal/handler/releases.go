@@ -81,7 +81,7 @@ func handleUpdateCheck(releases *service.Releases, mirrorURL string, maxAge time
 		}
 		h := w.Header()
 		h["Etag"], h["Cache-Control"] = a.etag, cacheControl
-		if etagMatches(r.Header.Get("If-None-Match"), a.etag[0]) {
+		if etagMatches(headerValue(r.Header, "If-None-Match"), a.etag[0]) {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}

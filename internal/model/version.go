@@ -16,9 +16,7 @@ const maxGroups = 8
 // Version is a client version such as 2267_01: groups of digits separated by
 // '_' or '.', compared numerically group by group.
 type Version struct {
-	raw    string   // as written, without the ABI suffix
-	groups []string // digits of each group, leading zeros stripped
-	last   string   // the last group as written, to tell mandatory releases
+	raw string // as written, without the ABI suffix; checked by ParseClientVersion
 }
 
 // ParseVersion parses a version with no ABI suffix.
@@ -50,22 +48,32 @@ func ParseClientVersion(s string) (Version, string, error) {
 	if abi != "" && !ValidABI(abi) {
 		return Version{}, "", Errorf(Invalid, "Version %q has an unknown ABI suffix; use one of arm, arm64, x86, x86_64.", s)
 	}
-	n := strings.Count(raw, "_") + strings.Count(raw, ".") + 1
-	if n > maxGroups {
+	n, afterSep := 1, true
+	for i := range len(raw) {
+		sep := raw[i] == '_' || raw[i] == '.'
+		if sep && afterSep {
+			return Version{}, "", notGroups(s) // an empty group
+		}
+		if sep {
+			n++
+		}
+		afterSep = sep
+	}
+	if afterSep || n > maxGroups {
 		return Version{}, "", notGroups(s)
 	}
-	v := Version{raw: raw, groups: make([]string, 0, n)}
-	for g := range strings.FieldsFuncSeq(raw, isSeparator) {
-		v.groups = append(v.groups, strings.TrimLeft(g, "0"))
-		v.last = g
-	}
-	if len(v.groups) != n {
-		return Version{}, "", notGroups(s) // an empty group
-	}
-	return v, abi, nil
+	return Version{raw: raw}, abi, nil
 }
 
-func isSeparator(r rune) bool { return r == '_' || r == '.' }
+// nextGroup splits the first group off a valid version's text, its leading
+// zeros stripped.
+func nextGroup(s string) (group, rest string) {
+	i := strings.IndexAny(s, "_.")
+	if i < 0 {
+		return strings.TrimLeft(s, "0"), ""
+	}
+	return strings.TrimLeft(s[:i], "0"), s[i+1:]
+}
 
 func notGroups(s string) error {
 	return Errorf(Invalid, "Version %q is not digit groups separated by '_' or '.', like 2267_01.", s)
@@ -96,26 +104,22 @@ func (v Version) IsZero() bool { return v.raw == "" }
 // Mandatory reports whether a release of this version must be installed: its
 // last group is all zeros, as in 2264_00.
 func (v Version) Mandatory() bool {
-	return v.raw != "" && strings.Trim(v.last, "0") == ""
+	return v.raw != "" && strings.Trim(v.raw[strings.LastIndexAny(v.raw, "_.")+1:], "0") == ""
 }
 
 // Compare returns -1, 0 or +1 as v is older than, equal to or newer than w.
 // Groups compare as numbers of any size; a missing group counts as zero.
 func (v Version) Compare(w Version) int {
-	n := max(len(v.groups), len(w.groups))
-	for i := range n {
-		if c := compareDigits(group(v.groups, i), group(w.groups, i)); c != 0 {
+	a, b := v.raw, w.raw
+	for a != "" || b != "" {
+		var ga, gb string
+		ga, a = nextGroup(a)
+		gb, b = nextGroup(b)
+		if c := compareDigits(ga, gb); c != 0 {
 			return c
 		}
 	}
 	return 0
-}
-
-func group(gs []string, i int) string {
-	if i < len(gs) {
-		return gs[i]
-	}
-	return ""
 }
 
 // compareDigits compares two digit strings without leading zeros as numbers.
