@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"gorm.io/gorm"
 
@@ -14,7 +15,12 @@ import (
 )
 
 // Users stores device sessions in the users table.
-type Users struct{ db *gorm.DB }
+type Users struct {
+	db *gorm.DB
+	// upsertText is upsertStatement with the sequence of users.id named
+	// (PostgreSQL), once looked up.
+	upsertText atomic.Pointer[string]
+}
 
 // NewUsers returns a Users on db.
 func NewUsers(db *gorm.DB) *Users { return &Users{db: db} }

@@ -2,9 +2,11 @@ package repository
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -25,6 +27,9 @@ import (
 // (the lateral LIMIT 1 lookup and the ON CONFLICT arbiter), so a plan cached
 // while the table was small stays fast when it is large. The text never
 // changes, so it is prepared once per connection whatever the batch size.
+// 'users_id_seq' stands for the sequence users.id really uses (upsertSQL):
+// a constant there, its plan calls nextval on it directly, where looking it
+// up for every new row cost about a tenth of the statement.
 const upsertStatement = `WITH v AS MATERIALIZED (
 	SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
 		$7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[])
@@ -39,7 +44,7 @@ const upsertStatement = `WITH v AS MATERIALIZED (
 ), up AS (
 	INSERT INTO users (id, session_id, device_mac, app_locale, app_version, device_locale, device_model,
 		device_sdk, session_activity, session_register, tg_version, target_abi)
-	SELECT COALESCE(old.id, nextval(pg_get_serial_sequence('users', 'id'))), v.session_id, v.device_mac,
+	SELECT COALESCE(old.id, nextval('users_id_seq'::regclass)), v.session_id, v.device_mac,
 		v.app_locale, v.app_version, v.device_locale, v.device_model, v.device_sdk, v.session_activity,
 		v.session_register, v.tg_version, v.target_abi
 	FROM v LEFT JOIN old ON old.session_id = v.session_id AND old.device_mac = v.device_mac
@@ -144,7 +149,11 @@ func (r *Users) upsertRound(ctx context.Context, reports []model.DeviceReport, i
 	if err != nil {
 		return nil, err
 	}
-	rows, err := sqlDB.QueryContext(ctx, upsertStatement,
+	text, err := r.upsertSQL(ctx, sqlDB)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := sqlDB.QueryContext(ctx, text,
 		sessions, macs, locales, versions, dlocales, models, sdks, activity, register, tgs, targets, abis)
 	if err != nil {
 		return nil, err
@@ -160,6 +169,25 @@ func (r *Users) upsertRound(ctx context.Context, reports []model.DeviceReport, i
 		written[k] = id
 	}
 	return written, rows.Err()
+}
+
+// upsertSQL returns upsertStatement naming the sequence behind users.id,
+// which it looks up once: a table made by an earlier server or restored
+// from a dump may use another than users_id_seq.
+func (r *Users) upsertSQL(ctx context.Context, db *sql.DB) (string, error) {
+	if text := r.upsertText.Load(); text != nil {
+		return *text, nil
+	}
+	var seq sql.NullString
+	if err := db.QueryRowContext(ctx, "SELECT pg_get_serial_sequence('users', 'id')").Scan(&seq); err != nil {
+		return "", err
+	}
+	if !seq.Valid {
+		return "", errors.New("repository: users.id has no sequence")
+	}
+	text := strings.Replace(upsertStatement, "'users_id_seq'", "'"+strings.ReplaceAll(seq.String, "'", "''")+"'", 1)
+	r.upsertText.Store(&text)
+	return text, nil
 }
 
 // retryable reports whether err is a deadlock or serialization failure,

@@ -192,3 +192,26 @@ func TestUsers_UpsertBatch_insertedMeanwhile(t *testing.T) {
 		}
 	})
 }
+
+// TestUsers_UpsertBatch_otherSequence: a users table whose ids come from a
+// sequence not named users_id_seq (an earlier server's, a restored dump)
+// gets its new ids from that sequence.
+func TestUsers_UpsertBatch_otherSequence(t *testing.T) {
+	ctx := context.Background()
+	u := openMigrated(t, dbtest.Postgres(t))
+	for _, q := range []string{
+		`ALTER SEQUENCE users_id_seq RENAME TO "Device ids"`,
+		`SELECT setval('"Device ids"', 41)`,
+	} {
+		if err := u.db.Exec(q).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := u.UpsertBatch(ctx, []model.DeviceReport{report(1, "a", "1_00"), report(2, "b", "1_00")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].ID != 42 || got[1].ID != 43 {
+		t.Errorf("ids = %d, %d; want 42, 43 from the renamed sequence", got[0].ID, got[1].ID)
+	}
+}
