@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -77,20 +78,26 @@ type Signatures struct {
 	mu      sync.Mutex
 	refused map[int64]bool      // rows already logged as refused
 	touched map[int64]time.Time // when each row's last use was written
+
+	// freedAt is when freeMemory last ran, in Unix nanoseconds; freeMemory
+	// is debug.FreeOSMemory (tests replace it).
+	freedAt    atomic.Int64
+	freeMemory func()
 }
 
 // NewSignatures returns a Signatures. Call Load before serving and Run to
 // keep it current.
 func NewSignatures(store SignatureStore, cfg SignaturesConfig, log *slog.Logger) *Signatures {
 	s := &Signatures{
-		store:   store,
-		cfg:     cfg,
-		log:     log,
-		slots:   make(chan struct{}, max(cfg.Concurrency, 1)),
-		ok:      lru.NewLRU[[32]byte, int64](max(cfg.CacheSize, 1), nil, cfg.CacheTTL),
-		failed:  lru.NewLRU[[32]byte, struct{}](max(cfg.CacheSize, 1), nil, cfg.CacheTTL),
-		refused: map[int64]bool{},
-		touched: map[int64]time.Time{},
+		store:      store,
+		cfg:        cfg,
+		log:        log,
+		slots:      make(chan struct{}, max(cfg.Concurrency, 1)),
+		ok:         lru.NewLRU[[32]byte, int64](max(cfg.CacheSize, 1), nil, cfg.CacheTTL),
+		failed:     lru.NewLRU[[32]byte, struct{}](max(cfg.CacheSize, 1), nil, cfg.CacheTTL),
+		refused:    map[int64]bool{},
+		touched:    map[int64]time.Time{},
+		freeMemory: debug.FreeOSMemory,
 	}
 	s.rows.Store(&map[int64]model.Signature{})
 	if s.cfg.Observer == nil {
@@ -216,8 +223,9 @@ func (s *Signatures) verify(ctx context.Context, secret, hash string, deadline t
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
-	defer func() { <-s.slots }()
 	match, err := argon2id.ComparePasswordAndHash(secret, hash)
+	<-s.slots
+	s.releaseArgon2()
 	if err != nil {
 		match = false // Load already refused malformed hashes
 	}
@@ -227,6 +235,23 @@ func (s *Signatures) verify(ctx context.Context, secret, hash string, deadline t
 		s.cfg.Observer.Verification("mismatch")
 	}
 	return match, nil
+}
+
+// releaseArgon2 hands the memory of finished Argon2id runs back to the
+// system. Each run allocates Params.Memory (64 MiB by default) that is
+// garbage as soon as it returns, but a server that then sees little traffic
+// allocates too little for the collector to run (GOGC=400) and would keep it
+// for minutes. After the last running check, at most once a second, a
+// collection returns it in the background.
+func (s *Signatures) releaseArgon2() {
+	if len(s.slots) > 0 {
+		return // a check still runs; the last one releases
+	}
+	now, last := time.Now().UnixNano(), s.freedAt.Load()
+	if now-last < int64(time.Second) || !s.freedAt.CompareAndSwap(last, now) {
+		return
+	}
+	go s.freeMemory()
 }
 
 // touch records a row's use, at most once a minute per row so that the
