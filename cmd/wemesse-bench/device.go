@@ -62,8 +62,6 @@ type deviceScenario struct {
 	// noCounter adds a row of devices on a version without a release, so
 	// that no uploads counter is updated: what the counter costs.
 	noCounter bool
-
-	gen generator // set by Run
 }
 
 func (*deviceScenario) Name() string { return "device" }
@@ -106,15 +104,14 @@ func (d *deviceScenario) Run(ctx context.Context, b *bench, rep *report) error {
 		return err
 	}
 	defer gen.close()
-	d.gen = gen
 	rep.setupf("device: POST /api/v1/users with a client-role secret (cached after one warm request), every request a new random device (SessionID, DeviceMac) on AppVersion %s, which has a release, so each also adds one to that release's uploads counter; %d keep-alive connections, closed loop (%s, as fast as answered), %s warm-up; then on the empty table (emptied before every run) and with the users loaded, %d × %s measured per side, reference and server alternating, the server settled (see server peak RSS) before each of its runs",
 		benchVersion, d.clients, genDesc, d.warmup, d.rounds, d.duration)
 	rep.setupf("device reference: the same device as one INSERT … ON CONFLICT (session_id, device_mac) DO UPDATE with a random session id, %d clients for the same time: pgbench on PostgreSQL; on SQLite %d goroutines in the bench process through the server's own driver, settings and connection pool (repository.Open)",
 		d.clients, d.clients)
-	return b.forEachDB(func(kind string) error { return d.runDB(ctx, b, rep, kind) })
+	return b.forEachDB(func(kind string) error { return d.runDB(ctx, b, rep, gen, kind) })
 }
 
-func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind string) error {
+func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, gen generator, kind string) error {
 	r, err := b.newRig(ctx, rep, kind, "device", nil)
 	if err != nil {
 		return err
@@ -155,7 +152,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 	work := workloadOf(benchVersion)
 	if d.warmup > 0 {
 		b.logf("device on %s: %s warm-up", kind, d.warmup)
-		if _, err := d.gen.run(ctx, r.srv.URL, work, d.warmup); err != nil {
+		if _, err := gen.run(ctx, r.srv.URL, work, d.warmup); err != nil {
 			return err
 		}
 	}
@@ -178,7 +175,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 			return err
 		}
 		b.logf("device on %s: round %d of %d on the empty table: server for %s", kind, round, d.rounds, d.duration)
-		st, peak, err := d.serverRun(ctx, b, r, work)
+		st, peak, err := d.serverRun(ctx, b, r, gen, work)
 		if err != nil {
 			return err
 		}
@@ -189,7 +186,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 				return err
 			}
 			b.logf("device on %s: round %d of %d on the empty table: server, version without a release, for %s", kind, round, d.rounds, d.duration)
-			st, _, err := d.serverRun(ctx, b, r, workloadOf(deviceNoReleaseVersion))
+			st, _, err := d.serverRun(ctx, b, r, gen, workloadOf(deviceNoReleaseVersion))
 			if err != nil {
 				return err
 			}
@@ -205,7 +202,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 	rep.notef("device on %s: %s users loaded in %s (%s)", kind, fmtInt(int64(d.users)), fmtDuration(loadTime), r.fx.loadDesc())
 	for round := 1; round <= d.rounds; round++ {
 		b.logf("device on %s: round %d of %d with %s users: server for %s", kind, round, d.rounds, fmtInt(int64(d.users)), d.duration)
-		st, peak, err := d.serverRun(ctx, b, r, work)
+		st, peak, err := d.serverRun(ctx, b, r, gen, work)
 		if err != nil {
 			return err
 		}
@@ -284,7 +281,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 
 // serverRun measures the server under device posts and returns its peak
 // RSS during the run, in kB.
-func (d *deviceScenario) serverRun(ctx context.Context, b *bench, r *rig, w workload) (loadStats, int64, error) {
+func (d *deviceScenario) serverRun(ctx context.Context, b *bench, r *rig, gen generator, w workload) (loadStats, int64, error) {
 	if err := settle(ctx, b, r.srv); err != nil {
 		return loadStats{}, 0, err
 	}
@@ -292,7 +289,7 @@ func (d *deviceScenario) serverRun(ctx context.Context, b *bench, r *rig, w work
 	if err != nil {
 		return loadStats{}, 0, err
 	}
-	st, err := d.gen.run(ctx, r.srv.URL, w, d.duration)
+	st, err := gen.run(ctx, r.srv.URL, w, d.duration)
 	peak := pt.done()
 	return st, peak, err
 }

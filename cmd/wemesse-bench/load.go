@@ -77,7 +77,8 @@ type generator interface {
 	// run sends w's requests to base, which must be on 127.0.0.1, for
 	// duration.
 	run(ctx context.Context, base string, w workload, duration time.Duration) (loadStats, error)
-	name() string
+	// inProcess reports whether the generator runs inside this process.
+	inProcess() bool
 	close()
 }
 
@@ -114,7 +115,7 @@ func newLoadClient(conns int) *loadClient {
 
 func (c *loadClient) close() { c.http.CloseIdleConnections() }
 
-func (c *loadClient) name() string { return "vegeta" }
+func (c *loadClient) inProcess() bool { return true }
 
 // run sends requests from w.targeter with conns concurrent workers for
 // duration, as fast as they are answered (vegeta at rate 0). Every target

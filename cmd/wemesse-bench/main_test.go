@@ -32,6 +32,7 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{"auth", "-set", "WEMESSE_ADDR=:1"},
 		{"auth", "-set", "PATH=/"},
 		{"auth", "-flood-duration", "1ms", "-server", "/nonexistent"},
+		{"update", "-load", "nope", "-server", "/nonexistent"},
 	} {
 		var out, errOut bytes.Buffer
 		if err := run(context.Background(), args, &out, &errOut); err == nil {

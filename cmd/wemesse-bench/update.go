@@ -73,7 +73,7 @@ func (u *updateScenario) Run(ctx context.Context, b *bench, rep *report) error {
 	defer gen.close()
 	rep.setupf("update: GET /api/v1/updates/%s?device=ID (%d ids cycled, the answer offers %s) with %d keep-alive connections, closed loop (%s, as fast as answered), %s warm-up, then %d × %s measured per side, the sides alternating; the reference is a minimal net/http handler writing the bytes (and Content-Type) captured from the server, run as a separate process of this tool on another 127.0.0.1 port, as the server is",
 		updateClientVersion, updateDevices, benchVersion, u.conns, genDesc, u.warmup, u.rounds, u.duration)
-	if gen.name() == "vegeta" {
+	if gen.inProcess() {
 		rep.setupf("update, (bound) row: with vegeta the same handler also runs inside the bench process, next to the load generator, skipping the cross-process hand-offs any server pays")
 	}
 	return b.forEachDB(func(kind string) error { return u.runDB(ctx, b, rep, gen, kind) })
@@ -108,18 +108,19 @@ func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, gen g
 		return err
 	}
 	defer ref.close()
+	sides := []string{ref.URL, r.srv.URL}
 	// With vegeta the load generator is in this process: the same handler
 	// here, next to it, skips the cross-process hand-offs the server cannot,
 	// so it only bounds what any separate server reaches.
-	sides := []string{ref.URL, r.srv.URL}
-	bound := gen.name() == "vegeta"
-	if bound {
+	var inprocURL string
+	if gen.inProcess() {
 		inproc, err := startStatic(staticHandler(contentType, body))
 		if err != nil {
 			return err
 		}
 		defer inproc.close()
-		sides = append(sides, inproc.URL)
+		inprocURL = inproc.URL
+		sides = append(sides, inprocURL)
 	}
 
 	paths := make([]string, len(devices))
@@ -157,8 +158,8 @@ end
 	var peak int64
 	for round := 1; round <= u.rounds; round++ {
 		b.logf("update on %s: round %d of %d: reference process, then server, %s each", kind, round, u.rounds, u.duration)
-		if bound {
-			st, err := gen.run(ctx, sides[2], work, u.duration)
+		if inprocURL != "" {
+			st, err := gen.run(ctx, inprocURL, work, u.duration)
 			if err != nil {
 				return err
 			}
@@ -197,7 +198,7 @@ end
 	}
 	row.checks = appendFailures(row.checks, srvSt)
 	rep.result(row)
-	if bound {
+	if inprocURL != "" {
 		rep.result(resultRow{
 			scenario:  "(bound) the same handler inside the load generator's process",
 			db:        kind,

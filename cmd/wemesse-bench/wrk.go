@@ -31,7 +31,7 @@ func newWrkGenerator(path string, conns int) *wrkGenerator {
 	return &wrkGenerator{path: path, conns: conns, threads: min(conns, runtime.NumCPU())}
 }
 
-func (g *wrkGenerator) name() string { return "wrk" }
+func (g *wrkGenerator) inProcess() bool { return false }
 
 func (g *wrkGenerator) close() {}
 
