@@ -79,9 +79,11 @@ type Signatures struct {
 	refused map[int64]bool      // rows already logged as refused
 	touched map[int64]time.Time // when each row's last use was written
 
-	// freedAt is when freeMemory last ran, in Unix nanoseconds; freeMemory
-	// is debug.FreeOSMemory (tests replace it).
+	// freedAt is when freeMemory last ran, in Unix nanoseconds, and
+	// freeing whether a run is scheduled; freeMemory is debug.FreeOSMemory
+	// (tests replace it).
 	freedAt    atomic.Int64
+	freeing    atomic.Bool
 	freeMemory func()
 }
 
@@ -237,21 +239,28 @@ func (s *Signatures) verify(ctx context.Context, secret, hash string, deadline t
 	return match, nil
 }
 
+// releaseEvery bounds how often releaseArgon2 frees memory.
+const releaseEvery = time.Second
+
 // releaseArgon2 hands the memory of finished Argon2id runs back to the
 // system. Each run allocates Params.Memory (64 MiB by default) that is
 // garbage as soon as it returns, but a server that then sees little traffic
 // allocates too little for the collector to run (GOGC=400) and would keep it
-// for minutes. After the last running check, at most once a second, a
-// collection returns it in the background.
+// for minutes. After the last running check, memory is freed in the
+// background: at once, or releaseEvery after the previous time if that was
+// more recent, so a burst of checks costs at most one collection a second.
 func (s *Signatures) releaseArgon2() {
-	if len(s.slots) > 0 {
-		return // a check still runs; the last one releases
+	if len(s.slots) > 0 || !s.freeing.CompareAndSwap(false, true) {
+		return // a check still runs, or a release is already due: it covers this one
 	}
-	now, last := time.Now().UnixNano(), s.freedAt.Load()
-	if now-last < int64(time.Second) || !s.freedAt.CompareAndSwap(last, now) {
-		return
-	}
-	go s.freeMemory()
+	wait := time.Duration(s.freedAt.Load()) + releaseEvery - time.Duration(time.Now().UnixNano())
+	time.AfterFunc(max(wait, 0), func() {
+		// A check that ends from here on schedules its own release: this
+		// one may have looked at its memory while it was still in use.
+		s.freedAt.Store(time.Now().UnixNano())
+		s.freeing.Store(false)
+		s.freeMemory()
+	})
 }
 
 // touch records a row's use, at most once a minute per row so that the

@@ -7,40 +7,51 @@ import (
 )
 
 // TestReleaseArgon2 checks when the memory of finished Argon2id runs is
-// handed back: only after the last running check, at most once a second.
+// handed back: after the last running check, at most once per
+// releaseEvery, and never skipped for a check that ends in between.
 func TestReleaseArgon2(t *testing.T) {
 	s := NewSignatures(nil, SignaturesConfig{Concurrency: 2}, slog.New(slog.DiscardHandler))
-	freed := make(chan struct{}, 10)
-	s.freeMemory = func() { freed <- struct{}{} }
-	expect := func(what string, want int) {
-		t.Helper()
-		got := 0
-		for timeout := time.After(200 * time.Millisecond); ; {
+	freed := make(chan time.Time, 10)
+	s.freeMemory = func() { freed <- time.Now() }
+	count := func(within time.Duration) int {
+		n := 0
+		for timeout := time.After(within); ; {
 			select {
 			case <-freed:
-				got++
+				n++
 				continue
 			case <-timeout:
 			}
-			break
-		}
-		if got != want {
-			t.Errorf("%s: memory freed %d times, want %d", what, got, want)
+			return n
 		}
 	}
 
 	s.slots <- struct{}{} // another check still hashes
 	s.releaseArgon2()
-	expect("while a check runs", 0)
+	if n := count(200 * time.Millisecond); n != 0 {
+		t.Fatalf("freed %d times while a check runs, want 0", n)
+	}
 
 	<-s.slots
+	start := time.Now()
 	s.releaseArgon2()
-	expect("after the last check", 1)
+	if n := count(200 * time.Millisecond); n != 1 {
+		t.Fatalf("freed %d times after the last check, want 1 at once", n)
+	}
 
+	// Two more checks end within the second: one release, a second after
+	// the first.
 	s.releaseArgon2()
-	expect("again within a second", 0)
-
-	s.freedAt.Add(-int64(time.Second))
 	s.releaseArgon2()
-	expect("a second later", 1)
+	select {
+	case at := <-freed:
+		if gap := at.Sub(start); gap < releaseEvery-50*time.Millisecond {
+			t.Errorf("freed again %s after the first release, want at least %s", gap, releaseEvery)
+		}
+	case <-time.After(releaseEvery + 2*time.Second):
+		t.Fatal("the checks that ended within the second were never released")
+	}
+	if n := count(200 * time.Millisecond); n != 0 {
+		t.Errorf("freed %d more times, want one release for both checks", n)
+	}
 }
