@@ -146,13 +146,18 @@ func (s *Users) flush(batch []pending) {
 		return
 	}
 	s.cfg.Observer.DeviceBatch(len(batch))
-	for i, p := range batch {
-		if err != nil {
-			p.done <- result{err: err}
-		} else {
-			p.done <- result{user: users[i]}
+	// Waking the waiting requests is left to another goroutine, so the
+	// writer takes the next batch at once and the database is not kept
+	// waiting for it.
+	go func() {
+		for i, p := range batch {
+			if err != nil {
+				p.done <- result{err: err}
+			} else {
+				p.done <- result{user: users[i]}
+			}
 		}
-	}
+	}()
 }
 
 // Each calls fn for every user of page in id order. Invalid for a bad page.
