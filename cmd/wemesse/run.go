@@ -74,6 +74,7 @@ type app struct {
 	files      fileStore
 	releases   *service.Releases
 	users      *service.Users
+	userStore  *repository.Users
 	signatures *service.Signatures
 	stats      *service.Stats
 }
@@ -106,6 +107,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(
 		Redirect: cfg.StorageRedirect,
 	}, log)
 	users := repository.NewUsers(db)
+	a.userStore = users
 	a.users = service.NewUsers(users, service.UsersConfig{
 		DefaultABI: cfg.DefaultABI, Writers: cfg.DeviceWriters, MaxBatch: cfg.DeviceBatch, Observer: a.metrics,
 	})
@@ -141,6 +143,7 @@ func openFiles(ctx context.Context, cfg config.Config, getenv func(string) strin
 // close writes what is queued, then closes the database.
 func (a *app) close() {
 	a.users.Close()
+	a.userStore.Close()
 	repository.Close(a.db)
 }
 

@@ -7,7 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 
 	"gorm.io/gorm"
 
@@ -16,14 +16,23 @@ import (
 
 // Users stores device sessions in the users table.
 type Users struct {
-	db *gorm.DB
-	// upsertText is upsertStatement with the sequence of users.id named
-	// (PostgreSQL), once looked up.
-	upsertText atomic.Pointer[string]
+	db   *gorm.DB
+	mu   sync.Mutex
+	pipe *devicePipeline // PostgreSQL: made on first use, see writePostgres
 }
 
-// NewUsers returns a Users on db.
+// NewUsers returns a Users on db. Close closes what it opened.
 func NewUsers(db *gorm.DB) *Users { return &Users{db: db} }
+
+// Close closes the connection that writes device sessions on PostgreSQL;
+// rounds still on it fail. The pool of db stays open.
+func (r *Users) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pipe != nil {
+		r.pipe.Close()
+	}
+}
 
 // userColumns are the columns a report writes, in the order of the VALUES
 // lists below.
@@ -45,12 +54,35 @@ type device struct {
 // first and new ones inserted with ON CONFLICT DO NOTHING, so a device that
 // another transaction inserts meanwhile is still counted once. On SQLite
 // the batch is one transaction; on PostgreSQL one statement, or one more
-// for each repeat of a device in the batch (see upsertPostgres). It returns
-// the stored users in the order of reports.
+// for each repeat of a device in the batch (see writePostgres). It returns
+// the stored users in the order of reports, once committed.
 func (r *Users) UpsertBatch(ctx context.Context, reports []model.DeviceReport) ([]model.User, error) {
-	if r.db.Dialector.Name() == "postgres" {
-		return r.upsertPostgres(ctx, reports)
+	commit, err := r.WriteBatch(ctx, reports)
+	if err != nil {
+		return nil, err
 	}
+	return commit()
+}
+
+// WriteBatch is UpsertBatch in two steps: it returns once the batch is
+// written, and commit waits until it is committed and returns the users,
+// or the error that kept it from committing. A batch written after
+// WriteBatch returns commits after this one. On PostgreSQL the next batch
+// can thus be sent while this one's commit is still under way; on SQLite
+// WriteBatch commits before it returns. ctx bounds both steps.
+func (r *Users) WriteBatch(ctx context.Context, reports []model.DeviceReport) (commit func() ([]model.User, error), err error) {
+	if r.db.Dialector.Name() == "postgres" {
+		return r.writePostgres(ctx, reports)
+	}
+	users, err := r.upsertSQLite(ctx, reports)
+	if err != nil {
+		return nil, err
+	}
+	return func() ([]model.User, error) { return users, nil }, nil
+}
+
+// upsertSQLite is UpsertBatch on SQLite, in one transaction.
+func (r *Users) upsertSQLite(ctx context.Context, reports []model.DeviceReport) ([]model.User, error) {
 	// A device's row ends up holding its last report. Rows are written in
 	// key order, so concurrent batches lock them in the same order.
 	last := map[device]int{}

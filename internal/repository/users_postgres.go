@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/driver/postgres"
 
 	"github.com/wemesse/server/internal/model"
 )
@@ -76,29 +77,38 @@ SELECT id, session_id, device_mac FROM up`
 // deadlock or serialization failure, or for devices inserted concurrently.
 const maxStatementRetries = 5
 
-// upsertPostgres is UpsertBatch on PostgreSQL: rounds of upsertStatement,
-// each holding at most one report per device, so each report is committed
-// with its adoption count atomically and a device's reports in order.
-func (r *Users) upsertPostgres(ctx context.Context, reports []model.DeviceReport) ([]model.User, error) {
+// writePostgres is WriteBatch on PostgreSQL: rounds of upsertStatement on
+// the device pipeline, each holding at most one report per device, so each
+// report is committed with its adoption count atomically and a device's
+// reports in order. A round is sent once the one before it has executed, so
+// the reports of a device that another transaction inserted meanwhile, and
+// a device's later reports, are written after what came before them.
+func (r *Users) writePostgres(ctx context.Context, reports []model.DeviceReport) (func() ([]model.User, error), error) {
+	p, err := r.pipeline(ctx)
+	if err != nil {
+		return nil, translate(err, "device sessions")
+	}
 	ids := make([]int64, len(reports))
 	todo := make([]int, len(reports)) // indexes of reports not yet written, in order
 	for i := range reports {
 		todo[i] = i
 	}
+	var sent []*round
 	for attempt := 0; len(todo) > 0; attempt++ {
 		if attempt > len(reports)+maxStatementRetries {
 			return nil, fmt.Errorf("repository: device sessions: still racing after %d statements", attempt)
 		}
 		round, rest := firstPerDevice(reports, todo)
-		written, err := r.upsertRound(ctx, reports, round)
+		rd, err := p.exec(ctx, roundArgs(reports, round))
 		if err != nil {
 			if retryable(err) && attempt < maxStatementRetries {
 				continue
 			}
 			return nil, translate(err, "device sessions")
 		}
+		sent = append(sent, rd)
 		for _, i := range round {
-			if id, ok := written[keyOf(reports[i])]; ok {
+			if id, ok := rd.rows[keyOf(reports[i])]; ok {
 				ids[i] = id
 			} else {
 				rest = append(rest, i) // inserted by another transaction meanwhile
@@ -107,12 +117,19 @@ func (r *Users) upsertPostgres(ctx context.Context, reports []model.DeviceReport
 		slices.Sort(rest)
 		todo = rest
 	}
-	out := make([]model.User, len(reports))
-	for i, rep := range reports {
-		out[i] = rep.User
-		out[i].ID = ids[i]
-	}
-	return out, nil
+	return func() ([]model.User, error) {
+		for _, rd := range sent {
+			if err := rd.commit(ctx); err != nil {
+				return nil, translate(err, "device sessions")
+			}
+		}
+		out := make([]model.User, len(reports))
+		for i, rep := range reports {
+			out[i] = rep.User
+			out[i].ID = ids[i]
+		}
+		return out, nil
+	}, nil
 }
 
 func keyOf(rep model.DeviceReport) device { return device{rep.User.SessionID, rep.User.DeviceMac} }
@@ -131,9 +148,9 @@ func firstPerDevice(reports []model.DeviceReport, todo []int) (round, rest []int
 	return round, rest
 }
 
-// upsertRound runs upsertStatement for the reports at idx, one per device,
-// and returns the id of each device it wrote.
-func (r *Users) upsertRound(ctx context.Context, reports []model.DeviceReport, idx []int) (map[device]int64, error) {
+// roundArgs are upsertStatement's parameters for the reports at idx, one
+// per device: a column array each.
+func roundArgs(reports []model.DeviceReport, idx []int) []any {
 	n := len(idx)
 	var (
 		sessions, activity, register                    = make([]int64, n), make([]int64, n), make([]int64, n)
@@ -145,39 +162,38 @@ func (r *Users) upsertRound(ctx context.Context, reports []model.DeviceReport, i
 		sessions[j], macs[j], locales[j], versions[j], dlocales[j], models[j] = u.SessionID, u.DeviceMac, u.AppLocale, u.AppVersion, u.DeviceLocale, u.DeviceModel
 		sdks[j], activity[j], register[j], tgs[j], targets[j], abis[j] = u.DeviceSDK, u.SessionActivity, u.SessionRegister, u.TgVersion, u.TargetABI, reports[i].ABI
 	}
+	return []any{sessions, macs, locales, versions, dlocales, models, sdks, activity, register, tgs, targets, abis}
+}
+
+// pipeline returns the device pipeline, made on first use.
+func (r *Users) pipeline(ctx context.Context) (*devicePipeline, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pipe != nil {
+		return r.pipe, nil
+	}
 	sqlDB, err := r.db.DB()
 	if err != nil {
 		return nil, err
 	}
-	text, err := r.upsertSQL(ctx, sqlDB)
+	text, err := upsertSQL(ctx, sqlDB)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := sqlDB.QueryContext(ctx, text,
-		sessions, macs, locales, versions, dlocales, models, sdks, activity, register, tgs, targets, abis)
-	if err != nil {
+	d, ok := r.db.Dialector.(*postgres.Dialector)
+	if !ok || d.Config == nil || d.DSN == "" {
+		return nil, errors.New("repository: device sessions need a PostgreSQL DSN")
+	}
+	if r.pipe, err = newDevicePipeline(d.DSN, text); err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	written := make(map[device]int64, n)
-	for rows.Next() {
-		var id int64
-		var k device
-		if err := rows.Scan(&id, &k.sessionID, &k.mac); err != nil {
-			return nil, err
-		}
-		written[k] = id
-	}
-	return written, rows.Err()
+	return r.pipe, nil
 }
 
-// upsertSQL returns upsertStatement naming the sequence behind users.id,
-// which it looks up once: a table made by an earlier server or restored
-// from a dump may use another than users_id_seq.
-func (r *Users) upsertSQL(ctx context.Context, db *sql.DB) (string, error) {
-	if text := r.upsertText.Load(); text != nil {
-		return *text, nil
-	}
+// upsertSQL returns upsertStatement naming the sequence behind users.id:
+// a table made by an earlier server or restored from a dump may use
+// another than users_id_seq.
+func upsertSQL(ctx context.Context, db *sql.DB) (string, error) {
 	var seq sql.NullString
 	if err := db.QueryRowContext(ctx, "SELECT pg_get_serial_sequence('users', 'id')").Scan(&seq); err != nil {
 		return "", err
@@ -185,9 +201,7 @@ func (r *Users) upsertSQL(ctx context.Context, db *sql.DB) (string, error) {
 	if !seq.Valid {
 		return "", errors.New("repository: users.id has no sequence")
 	}
-	text := strings.Replace(upsertStatement, "'users_id_seq'", "'"+strings.ReplaceAll(seq.String, "'", "''")+"'", 1)
-	r.upsertText.Store(&text)
-	return text, nil
+	return strings.Replace(upsertStatement, "'users_id_seq'", "'"+strings.ReplaceAll(seq.String, "'", "''")+"'", 1), nil
 }
 
 // retryable reports whether err is a deadlock or serialization failure,

@@ -31,7 +31,9 @@ func openMigrated(tb testing.TB, dsn string) *Users {
 			tb.Fatal(err)
 		}
 	}
-	return NewUsers(db)
+	u := NewUsers(db)
+	tb.Cleanup(u.Close)
+	return u
 }
 
 func uploads(tb testing.TB, u *Users) map[string]int64 {
@@ -85,9 +87,9 @@ func TestUsers_UpsertBatch(t *testing.T) {
 }
 
 // TestUsers_UpsertBatch_concurrentWriters runs the same batches from
-// several writers at once, as several servers would: every device is one
-// row, inserted once, and each version it moves to is counted exactly once,
-// however the transactions interleave.
+// several writers at once, each with its own connection as several servers
+// would: every device is one row, inserted once, and each version it moves
+// to is counted exactly once, however the transactions interleave.
 func TestUsers_UpsertBatch_concurrentWriters(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
@@ -109,7 +111,9 @@ func TestUsers_UpsertBatch_concurrentWriters(t *testing.T) {
 						}
 						batch = append(batch, report(int64(d), fmt.Sprint("mac-", d), versions[(d+shift)%len(versions)]))
 					}
-					if _, err := u.UpsertBatch(ctx, batch); err != nil {
+					wu := NewUsers(u.db)
+					defer wu.Close()
+					if _, err := wu.UpsertBatch(ctx, batch); err != nil {
 						t.Error(err)
 					}
 				}()
@@ -162,17 +166,7 @@ func TestUsers_UpsertBatch_insertedMeanwhile(t *testing.T) {
 			done <- err
 		}()
 		if u.db.Dialector.Name() == "postgres" {
-			// Wait until the batch waits for the other transaction.
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-				var waiting int64
-				u.db.Raw("SELECT COUNT(*) FROM pg_locks WHERE NOT granted").Scan(&waiting)
-				if waiting > 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the batch never waited for the other transaction")
-				}
-			}
+			waitForLockWaiter(t, u)
 		} else {
 			time.Sleep(100 * time.Millisecond) // SQLite: the batch waits on the busy timeout
 		}

@@ -11,9 +11,12 @@ import (
 
 // UserStore keeps device sessions.
 type UserStore interface {
-	// UpsertBatch stores reports as if in order, and counts each device's
-	// new or changed version on its release, committed with its report.
-	UpsertBatch(ctx context.Context, reports []model.DeviceReport) ([]model.User, error)
+	// WriteBatch stores reports as if in order, and counts each device's
+	// new or changed version on its release, committed with its report. It
+	// returns once the batch is written; commit waits until it is committed
+	// and returns the stored users. A batch written after WriteBatch
+	// returns commits after this one. ctx bounds both steps.
+	WriteBatch(ctx context.Context, reports []model.DeviceReport) (commit func() ([]model.User, error), err error)
 	// Each calls fn for every user of page in id order, streaming.
 	Each(ctx context.Context, page model.Page, fn func(model.User) error) error
 }
@@ -31,8 +34,9 @@ type UsersConfig struct {
 // Users is the device registry. Reports that arrive while a transaction is
 // writing are written together by the next one (group commit), so the
 // database's per-transaction cost is shared; each report is answered only
-// once its transaction has committed. A device always goes to the same
-// writer, so its reports are written in arrival order.
+// once its transaction has committed. A writer writes its next batch as soon
+// as the last one is written, while that one commits. A device always goes
+// to the same writer, so its reports are written in arrival order.
 type Users struct {
 	store  UserStore
 	cfg    UsersConfig
@@ -70,8 +74,8 @@ func NewUsers(store UserStore, cfg UsersConfig) *Users {
 	return s
 }
 
-// Close writes what is queued and stops the writers. Report must not be
-// called after it.
+// Close writes and commits what is queued and stops the writers. Report
+// must not be called after it.
 func (s *Users) Close() {
 	for _, q := range s.queues {
 		close(q)
@@ -130,26 +134,35 @@ func (s *Users) write(q chan pending) {
 	}
 }
 
+// flush writes batch and leaves its commit, and answering its requests, to
+// another goroutine, so the writer sends the next batch while the database
+// commits this one.
 func (s *Users) flush(batch []pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-	defer cancel()
 	reports := make([]model.DeviceReport, len(batch))
 	for i, p := range batch {
 		reports[i] = p.report
 	}
-	users, err := s.store.UpsertBatch(ctx, reports)
+	commit, err := s.store.WriteBatch(ctx, reports)
 	if err != nil && len(batch) > 1 && model.ErrorCode(err) != model.Unavailable {
+		cancel()
 		// One bad report must not fail the others: write each alone.
 		for _, p := range batch {
 			s.flush([]pending{p})
 		}
 		return
 	}
-	s.cfg.Observer.DeviceBatch(len(batch))
-	// Waking the waiting requests is left to another goroutine, so the
-	// writer takes the next batch at once and the database is not kept
-	// waiting for it.
+	if err == nil {
+		s.cfg.Observer.DeviceBatch(len(batch))
+	}
+	s.wg.Add(1)
 	go func() {
+		defer s.wg.Done()
+		defer cancel()
+		var users []model.User
+		if err == nil {
+			users, err = commit()
+		}
 		for i, p := range batch {
 			if err != nil {
 				p.done <- result{err: err}

@@ -21,7 +21,7 @@ type poisoned struct {
 	batches []int
 }
 
-func (p *poisoned) UpsertBatch(ctx context.Context, reports []model.DeviceReport) ([]model.User, error) {
+func (p *poisoned) WriteBatch(ctx context.Context, reports []model.DeviceReport) (func() ([]model.User, error), error) {
 	p.mu.Lock()
 	p.batches = append(p.batches, len(reports))
 	p.mu.Unlock()
@@ -30,7 +30,7 @@ func (p *poisoned) UpsertBatch(ctx context.Context, reports []model.DeviceReport
 			return nil, errors.New("row rejected")
 		}
 	}
-	return p.Users.UpsertBatch(ctx, reports)
+	return p.Users.WriteBatch(ctx, reports)
 }
 
 // TestUsers_Report_groupCommit sends concurrent reports: they share
