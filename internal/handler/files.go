@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5/middleware"
-
 	"github.com/wemesse/server/internal/service"
 )
 
@@ -31,7 +29,7 @@ func handleDownload(releases *service.Releases, log *slog.Logger) http.HandlerFu
 		key := strings.TrimPrefix(r.URL.Path, "/uploads/")
 		count := func() {
 			if err := releases.CountDownload(context.WithoutCancel(r.Context()), key); err != nil {
-				log.WarnContext(r.Context(), "count download", "request_id", middleware.GetReqID(r.Context()), "key", key, "err", err)
+				log.WarnContext(r.Context(), "count download", "request_id", requestIDOf(w), "key", key, "err", err)
 			}
 		}
 		if url, ok, err := releases.DownloadURL(r.Context(), key); err != nil {
@@ -130,7 +128,7 @@ func handleReady(ready func(context.Context) error, log *slog.Logger) http.Handl
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 			defer cancel()
 			if err := ready(ctx); err != nil {
-				log.WarnContext(r.Context(), "not ready", "request_id", middleware.GetReqID(r.Context()), "err", err)
+				log.WarnContext(r.Context(), "not ready", "request_id", requestIDOf(w), "err", err)
 				w.Header().Set("Retry-After", "1")
 				writeError(w, http.StatusServiceUnavailable, "The database is unavailable; retry shortly.")
 				return

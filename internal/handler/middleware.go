@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"context"
 	"crypto/rand"
 	"io"
 	"log/slog"
@@ -28,11 +27,12 @@ import (
 // may send one; every response carries the one that was used.
 const requestIDHeader = "X-Request-Id"
 
-// requestID gives each request an id, under chi's key so that
-// middleware.GetReqID finds it, and returns it in the X-Request-Id header:
-// the client's own when it sent a valid one (validRequestID), else this
-// process's prefix and a counter, as chi's middleware.RequestID would make
-// it.
+// requestID gives each request an id and returns it in the X-Request-Id
+// header: the client's own when it sent a valid one (validRequestID), else
+// this process's prefix and a counter, as chi's middleware.RequestID would
+// make it. Logs take it from there (requestIDOf): it is the one the client
+// can quote, and keeping it out of the context spares a copy of every
+// request.
 func requestID(next http.Handler) http.Handler {
 	prefix := requestIDPrefix()
 	var counter atomic.Uint64
@@ -42,9 +42,12 @@ func requestID(next http.Handler) http.Handler {
 			id = formatRequestID(prefix, counter.Add(1))
 		}
 		w.Header()[requestIDHeader] = []string{id}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), middleware.RequestIDKey, id)))
+		next.ServeHTTP(w, r)
 	})
 }
+
+// requestIDOf is the id requestID gave the request that w answers.
+func requestIDOf(w http.ResponseWriter) string { return headerValue(w.Header(), requestIDHeader) }
 
 // headerValue is r.Header.Get(name) for a name already in canonical form,
 // without canonicalizing it again on every request.
@@ -115,7 +118,7 @@ func accessLog(log *slog.Logger, m *metrics.Metrics) func(http.Handler) http.Han
 				}
 				log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 					// The id in the log line is the one the client can quote.
-					slog.String("request_id", middleware.GetReqID(r.Context())),
+					slog.String("request_id", requestIDOf(ww)),
 					slog.String("method", r.Method),
 					slog.String("route", route),
 					slog.Int("status", ww.Status()),

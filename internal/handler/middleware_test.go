@@ -14,20 +14,18 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/go-chi/chi/v5/middleware"
 )
 
 func TestRequestID(t *testing.T) {
 	var got string
 	h := requestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = middleware.GetReqID(r.Context())
+		got = requestIDOf(w)
 	}))
 
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 	if got == "" || rec.Header().Get("X-Request-Id") != got {
-		t.Fatalf("id in the context %q, in the response %q; want the same, not empty", got, rec.Header().Get("X-Request-Id"))
+		t.Fatalf("id for the logs %q, in the response %q; want the same, not empty", got, rec.Header().Get("X-Request-Id"))
 	}
 	first := got
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))

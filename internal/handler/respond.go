@@ -11,8 +11,6 @@ import (
 	"runtime/debug"
 	"strings"
 
-	"github.com/go-chi/chi/v5/middleware"
-
 	"github.com/wemesse/server/internal/model"
 )
 
@@ -93,7 +91,7 @@ func fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client hung up; nobody reads this answer, and it is not the
 		// server's failure. 499 is nginx's code for it, in logs and metrics.
-		log.InfoContext(r.Context(), "client went away", "request_id", middleware.GetReqID(r.Context()))
+		log.InfoContext(r.Context(), "client went away", "request_id", requestIDOf(w))
 		w.WriteHeader(statusClientClosed)
 		return
 	}
@@ -104,9 +102,9 @@ func fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	}
 	switch code {
 	case model.Internal:
-		log.ErrorContext(r.Context(), "request failed", "request_id", middleware.GetReqID(r.Context()), "err", err)
+		log.ErrorContext(r.Context(), "request failed", "request_id", requestIDOf(w), "err", err)
 	case model.Unavailable:
-		log.WarnContext(r.Context(), "request failed", "request_id", middleware.GetReqID(r.Context()), "err", err)
+		log.WarnContext(r.Context(), "request failed", "request_id", requestIDOf(w), "err", err)
 		w.Header().Set("Retry-After", "1")
 	}
 	writeError(w, status, model.ErrorMessage(err))

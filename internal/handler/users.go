@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/go-chi/chi/v5/middleware"
-
 	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/service"
 )
@@ -108,7 +106,7 @@ func handleUserList(users *service.Users, log *slog.Logger) http.HandlerFunc {
 		case err != nil:
 			// The status is sent; cut the response so it cannot pass for a
 			// complete array.
-			log.ErrorContext(r.Context(), "user list aborted", "request_id", middleware.GetReqID(r.Context()), "err", err)
+			log.ErrorContext(r.Context(), "user list aborted", "request_id", requestIDOf(w), "err", err)
 			panic(http.ErrAbortHandler)
 		case !started:
 			encode(w, http.StatusOK, []userResponse{})
