@@ -205,3 +205,21 @@ func TestDevicePipeline_unprepared(t *testing.T) {
 		t.Errorf("uploads = %v, want %v", uploads(t, u), want)
 	}
 }
+
+// TestDevicePipeline_closed: after Close, a batch fails as an unavailable
+// database, whether or not a batch was written before.
+func TestDevicePipeline_closed(t *testing.T) {
+	ctx := context.Background()
+	for _, used := range []bool{false, true} {
+		u := openMigrated(t, dbtest.Postgres(t))
+		if used {
+			if _, err := u.UpsertBatch(ctx, []model.DeviceReport{report(1, "a", "1_00")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		u.Close()
+		if _, err := u.UpsertBatch(ctx, []model.DeviceReport{report(2, "b", "1_00")}); model.ErrorCode(err) != model.Unavailable {
+			t.Errorf("used %v: a batch after Close: %v, want Unavailable", used, err)
+		}
+	}
+}

@@ -16,9 +16,10 @@ import (
 
 // Users stores device sessions in the users table.
 type Users struct {
-	db   *gorm.DB
-	mu   sync.Mutex
-	pipe *devicePipeline // PostgreSQL: made on first use, see writePostgres
+	db     *gorm.DB
+	mu     sync.Mutex
+	pipe   *devicePipeline // PostgreSQL: made on first use, see writePostgres
+	closed bool
 }
 
 // NewUsers returns a Users on db. Close closes what it opened.
@@ -29,6 +30,7 @@ func NewUsers(db *gorm.DB) *Users { return &Users{db: db} }
 func (r *Users) Close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.closed = true
 	if r.pipe != nil {
 		r.pipe.Close()
 	}

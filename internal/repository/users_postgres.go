@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 
@@ -171,6 +172,9 @@ func (r *Users) pipeline(ctx context.Context) (*devicePipeline, error) {
 	defer r.mu.Unlock()
 	if r.pipe != nil {
 		return r.pipe, nil
+	}
+	if r.closed {
+		return nil, net.ErrClosed
 	}
 	sqlDB, err := r.db.DB()
 	if err != nil {
