@@ -84,9 +84,11 @@ func newTestServer(tb testing.TB, dsn string, opts ...serverOption) *testServer 
 	if strings.HasPrefix(dsn, "postgres") {
 		writers = 4
 	}
-	deps.Users = service.NewUsers(repository.NewUsers(db), service.UsersConfig{DefaultABI: "arm64", Writers: writers, MaxBatch: 64})
+	store := repository.NewUsers(db)
+	tb.Cleanup(store.Close) // after deps.Users.Close: cleanups run last first
+	deps.Users = service.NewUsers(store, service.UsersConfig{DefaultABI: "arm64", Writers: writers, MaxBatch: 64})
 	tb.Cleanup(deps.Users.Close)
-	deps.Stats = service.NewStats(repository.NewReleases(db), repository.NewUsers(db), "arm64", time.Now)
+	deps.Stats = service.NewStats(repository.NewReleases(db), store, "arm64", time.Now)
 	go deps.Releases.Run(ctx)
 	deps.Signatures = service.NewSignatures(repository.NewSignatures(db), sigCfg, log)
 	ts := &testServer{tb: tb, db: db, dir: dir, sigs: deps.Signatures, admin: "admin-secret-for-tests", maxUpload: deps.MaxUploadBytes}

@@ -48,6 +48,7 @@ func TestUsers_Report_groupCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		store := &poisoned{Users: repository.NewUsers(db)}
+		defer store.Close()
 		users := service.NewUsers(store, service.UsersConfig{DefaultABI: "arm64", Writers: 1, MaxBatch: 64})
 		defer users.Close()
 
