@@ -80,13 +80,24 @@ func Open(ctx context.Context, dsn string) (*gorm.DB, error) {
 	return db, nil
 }
 
-// Ping checks that the database answers.
+// maxPings bounds the pings of one Ping: more than the pool's connections.
+const maxPings = 64
+
+// Ping checks that the database answers. An idle connection that died with
+// an outage fails one ping and is dropped (database/sql retries getting a
+// connection, not the ping), and the pool may hold many after the database
+// is back, so Ping goes on until one answers or an error says more.
 func Ping(ctx context.Context, db *gorm.DB) error {
 	sqlDB, err := db.DB()
 	if err != nil {
 		return err
 	}
-	return translate(sqlDB.PingContext(ctx), "database")
+	for range maxPings {
+		if err = sqlDB.PingContext(ctx); !errors.Is(err, driver.ErrBadConn) || ctx.Err() != nil {
+			break
+		}
+	}
+	return translate(err, "database")
 }
 
 // Close closes the database's connection pool.
