@@ -142,6 +142,12 @@ func (p *devicePipeline) send(ctx context.Context, args []any) (*round, error) {
 		}
 		params[i] = b
 	}
+	r := &round{conn: c, rows: map[device]int64{}, executed: make(chan struct{}), committed: make(chan struct{})}
+	select {
+	case c.calls <- r: // before its messages, so the reader finds it
+	default:
+		return nil, errors.New("too many device rounds in flight")
+	}
 	name := pipeStatement
 	if !p.named {
 		name = ""
@@ -152,12 +158,6 @@ func (p *devicePipeline) send(ctx context.Context, args []any) (*round, error) {
 	c.send.SendExecute(&pgproto3.Execute{})
 	c.send.Send(&pgproto3.Flush{}) // the rows now, the commit after
 	c.send.SendSync(&pgproto3.Sync{})
-	r := &round{conn: c, rows: map[device]int64{}, executed: make(chan struct{}), committed: make(chan struct{})}
-	select {
-	case c.calls <- r: // before the bytes leave, so the reader finds it
-	default:
-		return nil, errors.New("too many device rounds in flight")
-	}
 	d, _ := ctx.Deadline() // none: the zero time, no deadline
 	c.net.SetWriteDeadline(d)
 	if err := c.send.Flush(); err != nil {
@@ -233,6 +233,10 @@ func (p *devicePipeline) read(c *pipeConn) {
 				close(cur.executed)
 			}
 		case *pgproto3.ReadyForQuery:
+			if !closed(cur.executed) { // never so: an Execute ends in a result or an error
+				cur.execErr = errors.New("the server ended a device round without its result")
+				close(cur.executed)
+			}
 			close(cur.committed)
 			cur = nil
 		}
