@@ -72,7 +72,7 @@ func (*deviceScenario) Summary() string {
 
 func (d *deviceScenario) SetFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&d.duration, "device-duration", 4*time.Second, "length of each measured device-post run (server and reference)")
-	fs.IntVar(&d.rounds, "device-rounds", 2, "measured runs per side and table, reference and server alternating; their stats are merged")
+	fs.IntVar(&d.rounds, "device-rounds", 3, "measured runs per side and table, reference and server alternating; their stats are merged")
 	fs.DurationVar(&d.warmup, "device-warmup", time.Second, "unmeasured device posts before the first run")
 	fs.IntVar(&d.clients, "device-clients", 16, "concurrent connections (server) and clients (reference) of the device runs")
 	fs.IntVar(&d.users, "device-users", 1_000_000, "users loaded for the full-table row")

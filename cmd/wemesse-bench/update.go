@@ -43,7 +43,7 @@ func (*updateScenario) Summary() string {
 
 func (u *updateScenario) SetFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&u.duration, "update-duration", 2*time.Second, "length of each measured update-check run (server and reference)")
-	fs.IntVar(&u.rounds, "update-rounds", 3, "measured runs per side, reference and server alternating; their stats are merged")
+	fs.IntVar(&u.rounds, "update-rounds", 5, "measured runs per side, reference and server alternating; their stats are merged")
 	fs.DurationVar(&u.warmup, "update-warmup", time.Second, "unmeasured load on each side before the update-check runs")
 	fs.IntVar(&u.conns, "update-connections", 64, "concurrent keep-alive connections of the update-check runs")
 }
