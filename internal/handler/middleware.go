@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"context"
 	"crypto/rand"
 	"io"
 	"log/slog"
@@ -255,15 +256,25 @@ func (discardHeaders) WriteHeader(int)             {}
 // 7/8 stall and stall after its last progress. The read deadline matters
 // only while a body is read (net/http sets its own for the headers and the
 // idle time), so only a request with a body gets one.
+//
+// On a connection the kernel already guards (ConnContext), an HTTP/1
+// request without a body needs neither: a client that stops reading its
+// response is dropped by the kernel after stall. That spares the update
+// check and downloads a deadline timer per request.
 func progressDeadlines(stall time.Duration, log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if stall <= 0 {
 			return next
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hasBody := r.Body != nil && r.Body != http.NoBody
+			if !hasBody && r.ProtoMajor == 1 && r.Context().Value(kernelStallKey{}) != nil {
+				next.ServeHTTP(w, r)
+				return
+			}
 			p := &progressWriter{ResponseWriter: w, stall: stall}
 			p.moveWrite()
-			if r.Body != nil && r.Body != http.NoBody {
+			if hasBody {
 				p.moveRead()
 				r.Body = &progressReader{ReadCloser: r.Body, p: p}
 			}
@@ -272,6 +283,26 @@ func progressDeadlines(stall time.Duration, log *slog.Logger) func(http.Handler)
 			// slow handler has not used up the client's time.
 			p.moveWrite()
 		})
+	}
+}
+
+// kernelStallKey marks the context of a connection whose stalled sends the
+// kernel drops (ConnContext).
+type kernelStallKey struct{}
+
+// ConnContext returns the http.Server ConnContext for a server whose
+// handler was made with this stall (Deps.StallTimeout): on Linux it asks
+// the kernel to drop a TCP connection once data sent on it has gone
+// unacknowledged, or unsent behind a zero window, for stall
+// (TCP_USER_TIMEOUT), and marks the connection's context so that
+// progressDeadlines leaves that half of its work to the kernel. Elsewhere,
+// or on a connection that refuses the option, it changes nothing.
+func ConnContext(stall time.Duration) func(context.Context, net.Conn) context.Context {
+	return func(ctx context.Context, c net.Conn) context.Context {
+		if stall > 0 && setUserTimeout(c, stall) {
+			return context.WithValue(ctx, kernelStallKey{}, true)
+		}
+		return ctx
 	}
 }
 

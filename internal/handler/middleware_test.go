@@ -115,103 +115,210 @@ func TestEtagMatches(t *testing.T) {
 	}
 }
 
-// stallServer serves h behind progressDeadlines with the given stall.
-func stallServer(t *testing.T, stall time.Duration, h http.HandlerFunc) *httptest.Server {
+// stallModes are the two ways a stall is caught: deadlines that each
+// request moves itself, and a connection the kernel guards as well
+// (ConnContext), where a request without a body leaves its response's
+// stall to the kernel.
+var stallModes = []struct {
+	name   string
+	kernel bool
+}{{"deadlines", false}, {"kernel-guarded", true}}
+
+// stallServer serves h behind progressDeadlines with the given stall, its
+// connections guarded by the kernel when kernel is set, as the server's are.
+func stallServer(t *testing.T, stall time.Duration, kernel bool, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(progressDeadlines(stall, slog.New(slog.DiscardHandler))(h))
+	srv := httptest.NewUnstartedServer(progressDeadlines(stall, slog.New(slog.DiscardHandler))(h))
+	if kernel {
+		srv.Config.ConnContext = ConnContext(stall)
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv
 }
 
 func TestProgressDeadlines_stalledReaderIsDropped(t *testing.T) {
-	const stall = 300 * time.Millisecond
-	written := make(chan error, 1)
-	srv := stallServer(t, stall, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/small" {
-			io.WriteString(w, "ok")
-			return
-		}
-		chunk := make([]byte, 64<<10)
-		for range 1 << 12 { // 256 MiB: more than any socket buffers
-			if _, err := w.Write(chunk); err != nil {
-				written <- err
-				return
+	for _, m := range stallModes {
+		t.Run(m.name, func(t *testing.T) {
+			const stall = 300 * time.Millisecond
+			written := make(chan error, 1)
+			srv := stallServer(t, stall, m.kernel, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/small" {
+					io.WriteString(w, "ok")
+					return
+				}
+				chunk := make([]byte, 64<<10)
+				for range 1 << 12 { // 256 MiB: more than any socket buffers
+					if _, err := w.Write(chunk); err != nil {
+						written <- err
+						return
+					}
+				}
+				written <- nil
+			})
+			conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		written <- nil
-	})
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+			defer conn.Close()
+			// A request answered in full first: the stalled one is not the
+			// first on its connection.
+			br := bufio.NewReader(conn)
+			if _, err := io.WriteString(conn, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if _, err := io.WriteString(conn, "GET /large HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			// The client reads nothing more.
+			select {
+			case err := <-written:
+				if err == nil {
+					t.Fatal("the whole response was written to a client that reads nothing")
+				}
+			case <-time.After(20 * stall):
+				t.Fatalf("a client that stopped reading was not dropped within %s", 20*stall)
+			}
+		})
 	}
-	defer conn.Close()
-	// A request answered in full first: the stalled one is not the first
-	// on its connection.
-	br := bufio.NewReader(conn)
-	if _, err := io.WriteString(conn, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
+}
+
+// TestProgressDeadlines_slowReaderIsServed: a client that reads a large
+// response slowly, pausing for less than stall each time, gets all of it,
+// though the whole takes many times stall.
+func TestProgressDeadlines_slowReaderIsServed(t *testing.T) {
+	for _, m := range stallModes {
+		t.Run(m.name, func(t *testing.T) {
+			const (
+				stall = 250 * time.Millisecond
+				size  = 16 << 20
+			)
+			srv := stallServer(t, stall, m.kernel, func(w http.ResponseWriter, r *http.Request) {
+				chunk := make([]byte, 64<<10)
+				for range size / len(chunk) {
+					if _, err := w.Write(chunk); err != nil {
+						return
+					}
+				}
+			})
+			resp, err := srv.Client().Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			start := time.Now()
+			buf := make([]byte, 1<<20)
+			var n int64
+			for {
+				k, err := io.ReadFull(resp.Body, buf)
+				n += int64(k)
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("after %d bytes in %s: %v", n, time.Since(start), err)
+				}
+				time.Sleep(stall / 3)
+			}
+			if n != size {
+				t.Fatalf("read %d bytes in %s, want %d", n, time.Since(start), size)
+			}
+			if took := time.Since(start); took < 3*stall {
+				t.Fatalf("the response took %s, less than 3 × stall: the test proves nothing", took)
+			}
+		})
 	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if _, err := io.WriteString(conn, "GET /large HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	// The client reads nothing more.
-	select {
-	case err := <-written:
-		if err == nil {
-			t.Fatal("the whole response was written to a client that reads nothing")
-		}
-	case <-time.After(20 * stall):
-		t.Fatalf("a client that stopped reading was not dropped within %s", 20*stall)
+}
+
+// TestProgressDeadlines_kernelGuardedSkipsOnlyBodilessHTTP1: on a guarded
+// connection only an HTTP/1 request without a body is left to the kernel;
+// a body, HTTP/2 (whose streams share the connection) or an unguarded
+// connection still get their deadlines.
+func TestProgressDeadlines_kernelGuardedSkipsOnlyBodilessHTTP1(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		guarded, body bool
+		protoMajor    int
+		wantDeadlines bool
+	}{
+		{"guarded HTTP/1 GET", true, false, 1, false},
+		{"guarded HTTP/1 POST", true, true, 1, true},
+		{"guarded HTTP/2 GET", true, false, 2, true},
+		{"unguarded HTTP/1 GET", false, false, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got bool
+			h := progressDeadlines(time.Second, slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, got = w.(*progressWriter)
+			}))
+			var body io.Reader
+			if tc.body {
+				body = strings.NewReader("{}")
+			}
+			r := httptest.NewRequest(http.MethodGet, "/", body)
+			r.ProtoMajor = tc.protoMajor
+			if tc.guarded {
+				r = r.WithContext(context.WithValue(r.Context(), kernelStallKey{}, true))
+			}
+			h.ServeHTTP(httptest.NewRecorder(), r)
+			if got != tc.wantDeadlines {
+				t.Errorf("deadlines moved by the request: %v, want %v", got, tc.wantDeadlines)
+			}
+		})
 	}
 }
 
 func TestProgressDeadlines_slowBodyIsServedStalledIsNot(t *testing.T) {
-	const stall = 400 * time.Millisecond
-	srv := stallServer(t, stall, func(w http.ResponseWriter, r *http.Request) {
-		n, err := io.Copy(io.Discard, r.Body)
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			w.WriteHeader(http.StatusRequestTimeout)
-			return
-		}
-		fmt.Fprint(w, n)
-	})
-	send := func(pause time.Duration, stallAfter int) (string, error) {
-		pr, pw := io.Pipe()
-		go func() {
-			for i := range 6 {
-				if i == stallAfter {
-					time.Sleep(3 * stall)
+	for _, m := range stallModes {
+		t.Run(m.name, func(t *testing.T) {
+			const stall = 400 * time.Millisecond
+			srv := stallServer(t, stall, m.kernel, func(w http.ResponseWriter, r *http.Request) {
+				n, err := io.Copy(io.Discard, r.Body)
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					w.WriteHeader(http.StatusRequestTimeout)
+					return
 				}
-				pw.Write([]byte("0123456789"))
-				time.Sleep(pause)
+				fmt.Fprint(w, n)
+			})
+			send := func(pause time.Duration, stallAfter int) (string, error) {
+				pr, pw := io.Pipe()
+				go func() {
+					for i := range 6 {
+						if i == stallAfter {
+							time.Sleep(3 * stall)
+						}
+						pw.Write([]byte("0123456789"))
+						time.Sleep(pause)
+					}
+					pw.Close()
+				}()
+				ctx, cancel := context.WithTimeout(context.Background(), 20*stall)
+				defer cancel()
+				req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL, pr)
+				resp, err := srv.Client().Do(req)
+				if err != nil {
+					return "", err
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return fmt.Sprintf("%d %s", resp.StatusCode, b), nil
 			}
-			pw.Close()
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*stall)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL, pr)
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Sprintf("%d %s", resp.StatusCode, b), nil
-	}
-	// A body that keeps coming, slower than stall in all, is read whole.
-	if got, err := send(stall/3, -1); err != nil || got != "200 60" {
-		t.Errorf("slow body: %q, %v; want 200 60", got, err)
-	}
-	// One that stops for longer than stall is not.
-	if got, err := send(0, 3); err == nil && got == "200 60" {
-		t.Errorf("stalled body: %q; want it dropped", got)
+			// A body that keeps coming, slower than stall in all, is read whole.
+			if got, err := send(stall/3, -1); err != nil || got != "200 60" {
+				t.Errorf("slow body: %q, %v; want 200 60", got, err)
+			}
+			// One that stops for longer than stall is not.
+			if got, err := send(0, 3); err == nil && got == "200 60" {
+				t.Errorf("stalled body: %q; want it dropped", got)
+			}
+		})
 	}
 }
 
@@ -219,26 +326,30 @@ func TestProgressDeadlines_slowBodyIsServedStalledIsNot(t *testing.T) {
 // the time the handler takes (a commit, a flush to disk) is not a stall of
 // the client's: the request's context stays alive.
 func TestProgressDeadlines_slowHandlerAfterBody(t *testing.T) {
-	const stall = 200 * time.Millisecond
-	srv := stallServer(t, stall, func(w http.ResponseWriter, r *http.Request) {
-		if _, err := io.Copy(io.Discard, r.Body); err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		select {
-		case <-r.Context().Done():
-			w.WriteHeader(http.StatusRequestTimeout)
-		case <-time.After(3 * stall):
-			fmt.Fprint(w, "done")
-		}
-	})
-	resp, err := srv.Client().Post(srv.URL, "text/plain", strings.NewReader(strings.Repeat("body", 1<<18)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || string(b) != "done" {
-		t.Errorf("got %d %q; want 200 done", resp.StatusCode, b)
+	for _, m := range stallModes {
+		t.Run(m.name, func(t *testing.T) {
+			const stall = 200 * time.Millisecond
+			srv := stallServer(t, stall, m.kernel, func(w http.ResponseWriter, r *http.Request) {
+				if _, err := io.Copy(io.Discard, r.Body); err != nil {
+					w.WriteHeader(http.StatusBadRequest)
+					return
+				}
+				select {
+				case <-r.Context().Done():
+					w.WriteHeader(http.StatusRequestTimeout)
+				case <-time.After(3 * stall):
+					fmt.Fprint(w, "done")
+				}
+			})
+			resp, err := srv.Client().Post(srv.URL, "text/plain", strings.NewReader(strings.Repeat("body", 1<<18)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || string(b) != "done" {
+				t.Errorf("got %d %q; want 200 done", resp.StatusCode, b)
+			}
+		})
 	}
 }
