@@ -260,7 +260,11 @@ func (discardHeaders) WriteHeader(int)             {}
 // On a connection the kernel already guards (ConnContext), an HTTP/1
 // request without a body needs neither: a client that stops reading its
 // response is dropped by the kernel after stall. That spares the update
-// check and downloads a deadline timer per request.
+// check and downloads a deadline timer per request, and is exact where
+// deadlines are not: they see progress only between writes, and one write
+// may wait until a third of the socket's send buffer has drained, so a
+// client reading less than that per stall can be dropped while it reads;
+// the kernel counts acknowledgements.
 func progressDeadlines(stall time.Duration, log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if stall <= 0 {

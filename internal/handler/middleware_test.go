@@ -189,53 +189,6 @@ func TestProgressDeadlines_stalledReaderIsDropped(t *testing.T) {
 	}
 }
 
-// TestProgressDeadlines_slowReaderIsServed: a client that reads a large
-// response slowly, pausing for less than stall each time, gets all of it,
-// though the whole takes many times stall.
-func TestProgressDeadlines_slowReaderIsServed(t *testing.T) {
-	for _, m := range stallModes {
-		t.Run(m.name, func(t *testing.T) {
-			const (
-				stall = 250 * time.Millisecond
-				size  = 16 << 20
-			)
-			srv := stallServer(t, stall, m.kernel, func(w http.ResponseWriter, r *http.Request) {
-				chunk := make([]byte, 64<<10)
-				for range size / len(chunk) {
-					if _, err := w.Write(chunk); err != nil {
-						return
-					}
-				}
-			})
-			resp, err := srv.Client().Get(srv.URL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			start := time.Now()
-			buf := make([]byte, 1<<20)
-			var n int64
-			for {
-				k, err := io.ReadFull(resp.Body, buf)
-				n += int64(k)
-				if err == io.EOF || err == io.ErrUnexpectedEOF {
-					break
-				}
-				if err != nil {
-					t.Fatalf("after %d bytes in %s: %v", n, time.Since(start), err)
-				}
-				time.Sleep(stall / 3)
-			}
-			if n != size {
-				t.Fatalf("read %d bytes in %s, want %d", n, time.Since(start), size)
-			}
-			if took := time.Since(start); took < 3*stall {
-				t.Fatalf("the response took %s, less than 3 × stall: the test proves nothing", took)
-			}
-		})
-	}
-}
-
 // TestProgressDeadlines_kernelGuardedSkipsOnlyBodilessHTTP1: on a guarded
 // connection only an HTTP/1 request without a body is left to the kernel;
 // a body, HTTP/2 (whose streams share the connection) or an unguarded

@@ -2,7 +2,9 @@ package handler
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -69,5 +71,52 @@ func TestConnContext_setsUserTimeout(t *testing.T) {
 	unixConn := accept(t, "unix", filepath.Join(t.TempDir(), "s"))
 	if ctx := ConnContext(time.Second)(context.Background(), unixConn); guarded(ctx) {
 		t.Error("a Unix socket was marked as guarded")
+	}
+}
+
+// TestProgressDeadlines_slowReaderIsServed: on a kernel-guarded
+// connection, a client that reads a large response slowly, pausing for
+// less than stall each time, gets all of it, though the whole takes many
+// times stall. Per-request deadlines cannot promise this: they see
+// progress only between writes, and one write may wait for a third of the
+// socket's send buffer to drain, which at this pace takes longer than
+// stall (with them this test fails).
+func TestProgressDeadlines_slowReaderIsServed(t *testing.T) {
+	const (
+		stall = 400 * time.Millisecond
+		size  = 8 << 20
+	)
+	srv := stallServer(t, stall, true, func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for range size / len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	buf := make([]byte, 512<<10)
+	var n int64
+	for {
+		k, err := io.ReadFull(resp.Body, buf)
+		n += int64(k)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes in %s: %v", n, time.Since(start), err)
+		}
+		time.Sleep(stall / 3)
+	}
+	if n != size {
+		t.Fatalf("read %d bytes in %s, want %d", n, time.Since(start), size)
+	}
+	if took := time.Since(start); took < 3*stall {
+		t.Fatalf("the response took %s, less than 3 × stall: the test proves nothing", took)
 	}
 }
