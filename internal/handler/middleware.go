@@ -257,14 +257,15 @@ func (discardHeaders) WriteHeader(int)             {}
 // only while a body is read (net/http sets its own for the headers and the
 // idle time), so only a request with a body gets one.
 //
-// On a connection the kernel already guards (ConnContext), an HTTP/1
-// request without a body needs neither: a client that stops reading its
-// response is dropped by the kernel after stall. That spares the update
-// check and downloads a deadline timer per request, and is exact where
-// deadlines are not: they see progress only between writes, and one write
-// may wait until a third of the socket's send buffer has drained, so a
-// client reading less than that per stall can be dropped while it reads;
-// the kernel counts acknowledgements.
+// On a connection the kernel already guards (ConnContext), HTTP/1 writes
+// are left to it: a client that stops reading its response is dropped by
+// the kernel after stall, and only a body's reads move a deadline. That
+// spares the update check and downloads any deadline timer, and is exact
+// where write deadlines are not: they see progress only between writes,
+// and one write may wait until a third of the socket's send buffer has
+// drained, so a client reading less than that per stall can be dropped
+// while it reads; the kernel counts acknowledgements. HTTP/2 streams share
+// their connection and keep their own write deadlines.
 func progressDeadlines(stall time.Duration, log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if stall <= 0 {
@@ -272,16 +273,21 @@ func progressDeadlines(stall time.Duration, log *slog.Logger) func(http.Handler)
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			hasBody := r.Body != nil && r.Body != http.NoBody
-			if !hasBody && r.ProtoMajor == 1 && r.Context().Value(kernelStallKey{}) != nil {
+			kernel := r.ProtoMajor == 1 && r.Context().Value(kernelStallKey{}) != nil
+			if kernel && !hasBody {
 				next.ServeHTTP(w, r)
 				return
 			}
-			p := &progressWriter{ResponseWriter: w, stall: stall}
-			p.moveWrite()
+			p := &progressWriter{ResponseWriter: w, stall: stall, kernelWrites: kernel}
 			if hasBody {
 				p.moveRead()
 				r.Body = &progressReader{ReadCloser: r.Body, p: p}
 			}
+			if kernel {
+				next.ServeHTTP(w, r)
+				return
+			}
+			p.moveWrite()
 			next.ServeHTTP(p, r)
 			// net/http writes what is left of the response after this: a
 			// slow handler has not used up the client's time.
@@ -332,14 +338,18 @@ func (m *moment) due(every time.Duration) (time.Time, bool) {
 // as its response is written and its body read.
 type progressWriter struct {
 	http.ResponseWriter
-	stall       time.Duration
-	wrote, read moment // when the write and read deadlines last moved
+	stall        time.Duration
+	wrote, read  moment // when the write and read deadlines last moved
+	kernelWrites bool   // the kernel drops stalled sends: no write deadline
 }
 
 // moveWrite moves the write deadline to now+stall, unless it moved less
 // than stall/8 ago. Unsupported deadlines (a test recorder) just mean no
 // deadline.
 func (p *progressWriter) moveWrite() {
+	if p.kernelWrites {
+		return
+	}
 	if t, ok := p.wrote.due(p.stall / 8); ok {
 		_ = http.NewResponseController(p.ResponseWriter).SetWriteDeadline(t.Add(p.stall))
 	}

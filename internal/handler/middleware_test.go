@@ -189,39 +189,42 @@ func TestProgressDeadlines_stalledReaderIsDropped(t *testing.T) {
 	}
 }
 
-// TestProgressDeadlines_kernelGuardedSkipsOnlyBodilessHTTP1: on a guarded
-// connection only an HTTP/1 request without a body is left to the kernel;
-// a body, HTTP/2 (whose streams share the connection) or an unguarded
-// connection still get their deadlines.
-func TestProgressDeadlines_kernelGuardedSkipsOnlyBodilessHTTP1(t *testing.T) {
+// TestProgressDeadlines_kernelGuardedWrites: on a guarded connection an
+// HTTP/1 response gets no write deadline (the kernel drops stalled sends)
+// while a body still moves its read deadline; HTTP/2, whose streams share
+// the connection, and an unguarded connection get both.
+func TestProgressDeadlines_kernelGuardedWrites(t *testing.T) {
 	for _, tc := range []struct {
-		name          string
-		guarded, body bool
-		protoMajor    int
-		wantDeadlines bool
+		name                  string
+		guarded, body         bool
+		protoMajor            int
+		wantWrites, wantReads bool
 	}{
-		{"guarded HTTP/1 GET", true, false, 1, false},
-		{"guarded HTTP/1 POST", true, true, 1, true},
-		{"guarded HTTP/2 GET", true, false, 2, true},
-		{"unguarded HTTP/1 GET", false, false, 1, true},
+		{"guarded HTTP/1 GET", true, false, 1, false, false},
+		{"guarded HTTP/1 POST", true, true, 1, false, true},
+		{"guarded HTTP/2 GET", true, false, 2, true, false},
+		{"guarded HTTP/2 POST", true, true, 2, true, true},
+		{"unguarded HTTP/1 GET", false, false, 1, true, false},
+		{"unguarded HTTP/1 POST", false, true, 1, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got bool
+			var writes, reads bool
 			h := progressDeadlines(time.Second, slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, got = w.(*progressWriter)
+				_, writes = w.(*progressWriter)
+				_, reads = r.Body.(*progressReader)
 			}))
 			var body io.Reader
 			if tc.body {
 				body = strings.NewReader("{}")
 			}
-			r := httptest.NewRequest(http.MethodGet, "/", body)
+			r := httptest.NewRequest(http.MethodPost, "/", body)
 			r.ProtoMajor = tc.protoMajor
 			if tc.guarded {
 				r = r.WithContext(context.WithValue(r.Context(), kernelStallKey{}, true))
 			}
 			h.ServeHTTP(httptest.NewRecorder(), r)
-			if got != tc.wantDeadlines {
-				t.Errorf("deadlines moved by the request: %v, want %v", got, tc.wantDeadlines)
+			if writes != tc.wantWrites || reads != tc.wantReads {
+				t.Errorf("write deadlines %v, read deadlines %v; want %v, %v", writes, reads, tc.wantWrites, tc.wantReads)
 			}
 		})
 	}
