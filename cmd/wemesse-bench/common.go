@@ -41,7 +41,7 @@ func (b *bench) newRig(ctx context.Context, rep *report, kind, scenario string, 
 	if b.source != "" {
 		src = " (built from git " + b.source + ")"
 	}
-	rep.setupf("server: %s%s, one child process on 127.0.0.1 per scenario and database: a SQLite file in a temp dir or a new database on the PostgreSQL cluster; uploads in a temp dir on the same disk; WEMESSE_LOG_LEVEL=error, every other setting its default%s",
+	rep.setupf("server: %s%s, a child process on 127.0.0.1 per scenario and database (two in the device scenario), each on a database of its own: a SQLite file in a temp dir or a new database on the PostgreSQL cluster; uploads in a temp dir on the same disk; WEMESSE_LOG_LEVEL=error, every other setting its default%s",
 		bin, src, setSuffix(b.opts.serverEnv))
 	rep.setupf("server peak RSS: VmHWM of the server process, reset (/proc/PID/clear_refs) at the start of each measured run, after the server settled: light unsigned traffic until VmRSS stops falling, so that the Argon2id garbage of a secret's first check (64 MiB) is not counted")
 	b.logf("%s on %s: starting the server", scenario, kind)

@@ -104,39 +104,53 @@ func (d *deviceScenario) Run(ctx context.Context, b *bench, rep *report) error {
 		return err
 	}
 	defer gen.close()
-	rep.setupf("device: POST /api/v1/users with a client-role secret (cached after one warm request), every request a new random device (SessionID, DeviceMac) on AppVersion %s, which has a release, so each also adds one to that release's uploads counter; %d keep-alive connections, closed loop (%s, as fast as answered), %s warm-up; then on the empty table (emptied before every run) and with the users loaded, %d × %s measured per side, reference and server alternating, the server settled (see server peak RSS) before each of its runs",
+	rep.setupf("device: POST /api/v1/users with a client-role secret (cached after one warm request), every request a new random device (SessionID, DeviceMac) on AppVersion %s, which has a release, so each also adds one to that release's uploads counter; %d keep-alive connections, closed loop (%s, as fast as answered), %s warm-up; two servers, each on a database of its own: one on an empty table (emptied before every run), one on a table with the users loaded; %d rounds of %s runs, each round the reference and the server on the empty table, then the server and the reference on the loaded one, so that the runs compared share the machine's drift; every run after a checkpoint, the server settled (see server peak RSS) before each of its runs",
 		benchVersion, d.clients, genDesc, d.warmup, d.rounds, d.duration)
 	rep.setupf("device reference: the same device as one INSERT … ON CONFLICT (session_id, device_mac) DO UPDATE with a random session id, %d clients for the same time: pgbench on PostgreSQL; on SQLite %d goroutines in the bench process through the server's own driver, settings and connection pool (repository.Open)",
 		d.clients, d.clients)
 	return b.forEachDB(func(kind string) error { return d.runDB(ctx, b, rep, gen, kind) })
 }
 
-func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, gen generator, kind string) error {
+// deviceSide is one server of the scenario on a database of its own: the
+// empty table's or the loaded table's. Both run for the whole scenario, so
+// that their runs can alternate and share the machine's drift.
+type deviceSide struct {
+	*rig
+	workload func(version string) workload
+}
+
+// newSide starts a server on a new database with a release of benchVersion
+// and a client secret, and warms it up.
+func (d *deviceScenario) newSide(ctx context.Context, b *bench, rep *report, gen generator, kind, table string) (_ *deviceSide, err error) {
 	r, err := b.newRig(ctx, rep, kind, "device", nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer r.close()
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
 	c := newClient()
 	defer c.CloseIdleConnections()
 	if err := uploadBuild(ctx, c, r.srv.URL, r.admin, benchVersion, 4096); err != nil {
-		return err
+		return nil, err
 	}
-	b.logf("device on %s: creating a client secret", kind)
+	b.logf("device on %s, %s: creating a client secret", kind, table)
 	_, client, err := r.srv.CreateSecret(ctx, model.RoleClient)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The running server sees rows made by the CLI at its next refresh.
 	cfg := r.srv.Config
 	if err := sleep(ctx, cfg.AuthRefresh+cfg.AuthRefresh/2+250*time.Millisecond); err != nil {
-		return err
+		return nil, err
 	}
 	usersURL := r.srv.URL + usersPath
 	if _, err := expect(ctx, c, http.StatusOK, http.MethodPost, usersURL, client, "application/json", deviceBody(benchVersion)); err != nil {
-		return fmt.Errorf("warm request: %w", err)
+		return nil, fmt.Errorf("warm request: %w", err)
 	}
-	workloadOf := func(version string) workload {
+	side := &deviceSide{rig: r, workload: func(version string) workload {
 		header := http.Header{"Signature": {client}, "Content-Type": {"application/json"}}
 		return workload{
 			targeter: func(string) vegeta.Targeter {
@@ -148,69 +162,87 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, gen g
 			lua: deviceLua(version),
 			env: map[string]string{deviceSignatureEnv: client},
 		}
-	}
-	work := workloadOf(benchVersion)
+	}}
 	if d.warmup > 0 {
-		b.logf("device on %s: %s warm-up", kind, d.warmup)
-		if _, err := gen.run(ctx, r.srv.URL, work, d.warmup); err != nil {
-			return err
+		b.logf("device on %s, %s: %s warm-up", kind, table, d.warmup)
+		if _, err := gen.run(ctx, r.srv.URL, side.workload(benchVersion), d.warmup); err != nil {
+			return nil, err
 		}
 	}
+	return side, nil
+}
 
-	// The empty table: reference and server alternate, each from empty.
+func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, gen generator, kind string) error {
+	empty, err := d.newSide(ctx, b, rep, gen, kind, "empty table")
+	if err != nil {
+		return err
+	}
+	defer empty.close()
+	full, err := d.newSide(ctx, b, rep, gen, kind, "loaded table")
+	if err != nil {
+		return err
+	}
+	defer full.close()
+	b.logf("device on %s: loading %s users", kind, fmtInt(int64(d.users)))
+	loadTime, err := full.fx.loadUsers(ctx, d.users)
+	if err != nil {
+		return fmt.Errorf("load users: %w", err)
+	}
+	rep.notef("device on %s: %s users loaded in %s (%s)", kind, fmtInt(int64(d.users)), fmtDuration(loadTime), full.fx.loadDesc())
+
+	// Each round: the reference and the server on the empty table, each
+	// from empty, then the server and the reference on the loaded one.
 	var ref0, ref1 refResult
 	var s0, s1, sNC loadStats
 	var peak0, peak1 int64
+	work := empty.workload(benchVersion)
 	for round := 1; round <= d.rounds; round++ {
-		if err := r.fx.truncateUsers(ctx); err != nil {
+		if err := empty.fx.truncateUsers(ctx); err != nil {
 			return err
 		}
 		b.logf("device on %s: round %d of %d on the empty table: reference for %s", kind, round, d.rounds, d.duration)
-		ref, err := d.reference(ctx, r.fx)
+		ref, err := d.reference(ctx, empty.fx)
 		if err != nil {
 			return fmt.Errorf("reference: %w", err)
 		}
 		ref0.add(ref)
-		if err := r.fx.truncateUsers(ctx); err != nil {
+		if err := empty.fx.truncateUsers(ctx); err != nil {
 			return err
 		}
 		b.logf("device on %s: round %d of %d on the empty table: server for %s", kind, round, d.rounds, d.duration)
-		st, peak, err := d.serverRun(ctx, b, r, gen, work)
+		st, peak, err := d.serverRun(ctx, b, empty.rig, gen, work)
 		if err != nil {
 			return err
 		}
 		s0.add(st)
 		peak0 = max(peak0, peak)
 		if d.noCounter {
-			if err := r.fx.truncateUsers(ctx); err != nil {
+			if err := empty.fx.truncateUsers(ctx); err != nil {
 				return err
 			}
 			b.logf("device on %s: round %d of %d on the empty table: server, version without a release, for %s", kind, round, d.rounds, d.duration)
-			st, _, err := d.serverRun(ctx, b, r, gen, workloadOf(deviceNoReleaseVersion))
+			st, _, err := d.serverRun(ctx, b, empty.rig, gen, empty.workload(deviceNoReleaseVersion))
 			if err != nil {
 				return err
 			}
 			sNC.add(st)
 		}
-	}
 
-	b.logf("device on %s: loading %s users", kind, fmtInt(int64(d.users)))
-	loadTime, err := r.fx.loadUsers(ctx, d.users)
-	if err != nil {
-		return fmt.Errorf("load users: %w", err)
-	}
-	rep.notef("device on %s: %s users loaded in %s (%s)", kind, fmtInt(int64(d.users)), fmtDuration(loadTime), r.fx.loadDesc())
-	for round := 1; round <= d.rounds; round++ {
+		if err := full.fx.checkpoint(ctx); err != nil {
+			return err
+		}
 		b.logf("device on %s: round %d of %d with %s users: server for %s", kind, round, d.rounds, fmtInt(int64(d.users)), d.duration)
-		st, peak, err := d.serverRun(ctx, b, r, gen, work)
+		st, peak, err = d.serverRun(ctx, b, full.rig, gen, full.workload(benchVersion))
 		if err != nil {
 			return err
 		}
 		s1.add(st)
 		peak1 = max(peak1, peak)
+		if err := full.fx.checkpoint(ctx); err != nil {
+			return err
+		}
 		b.logf("device on %s: round %d of %d with %s users: reference for %s", kind, round, d.rounds, fmtInt(int64(d.users)), d.duration)
-		ref, err := d.reference(ctx, r.fx)
-		if err != nil {
+		if ref, err = d.reference(ctx, full.fx); err != nil {
 			return fmt.Errorf("reference: %w", err)
 		}
 		ref1.add(ref)
