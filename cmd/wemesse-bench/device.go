@@ -120,8 +120,8 @@ type deviceSide struct {
 }
 
 // newSide starts a server on a new database with a release of benchVersion
-// and a client secret, and warms it up.
-func (d *deviceScenario) newSide(ctx context.Context, b *bench, rep *report, gen generator, kind, table string) (_ *deviceSide, err error) {
+// and a client secret.
+func (d *deviceScenario) newSide(ctx context.Context, b *bench, rep *report, kind, table string) (_ *deviceSide, err error) {
 	r, err := b.newRig(ctx, rep, kind, "device", nil)
 	if err != nil {
 		return nil, err
@@ -163,32 +163,44 @@ func (d *deviceScenario) newSide(ctx context.Context, b *bench, rep *report, gen
 			env: map[string]string{deviceSignatureEnv: client},
 		}
 	}}
-	if d.warmup > 0 {
-		b.logf("device on %s, %s: %s warm-up", kind, table, d.warmup)
-		if _, err := gen.run(ctx, r.srv.URL, side.workload(benchVersion), d.warmup); err != nil {
-			return nil, err
-		}
-	}
 	return side, nil
 }
 
+// warmUp sends device posts to the side's server, unmeasured.
+func (d *deviceScenario) warmUp(ctx context.Context, b *bench, gen generator, side *deviceSide, kind, table string) error {
+	if d.warmup <= 0 {
+		return nil
+	}
+	b.logf("device on %s, %s: %s warm-up", kind, table, d.warmup)
+	_, err := gen.run(ctx, side.srv.URL, side.workload(benchVersion), d.warmup)
+	return err
+}
+
 func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, gen generator, kind string) error {
-	empty, err := d.newSide(ctx, b, rep, gen, kind, "empty table")
+	empty, err := d.newSide(ctx, b, rep, kind, "empty table")
 	if err != nil {
 		return err
 	}
 	defer empty.close()
-	full, err := d.newSide(ctx, b, rep, gen, kind, "loaded table")
+	full, err := d.newSide(ctx, b, rep, kind, "loaded table")
 	if err != nil {
 		return err
 	}
 	defer full.close()
+	// Loaded before its warm-up: a report still in flight when a run ends
+	// may commit after the table was emptied for the load.
 	b.logf("device on %s: loading %s users", kind, fmtInt(int64(d.users)))
 	loadTime, err := full.fx.loadUsers(ctx, d.users)
 	if err != nil {
 		return fmt.Errorf("load users: %w", err)
 	}
 	rep.notef("device on %s: %s users loaded in %s (%s)", kind, fmtInt(int64(d.users)), fmtDuration(loadTime), full.fx.loadDesc())
+	if err := d.warmUp(ctx, b, gen, empty, kind, "empty table"); err != nil {
+		return err
+	}
+	if err := d.warmUp(ctx, b, gen, full, kind, "loaded table"); err != nil {
+		return err
+	}
 
 	// Each round: the reference and the server on the empty table, each
 	// from empty, then the server and the reference on the loaded one.
