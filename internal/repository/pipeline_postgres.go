@@ -173,11 +173,9 @@ func (p *devicePipeline) connect(ctx context.Context) (*pipeConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.named {
-		if _, err := pc.Prepare(ctx, pipeStatement, p.text, roundOIDs); err != nil {
-			pc.Close(ctx)
-			return nil, err
-		}
+	if err := p.prepare(ctx, pc); err != nil {
+		pc.Close(ctx)
+		return nil, err
 	}
 	hc, err := pc.Hijack()
 	if err != nil {
@@ -191,6 +189,23 @@ func (p *devicePipeline) connect(ctx context.Context) (*pipeConn, error) {
 		types: pgtype.NewMap(),
 		calls: make(chan *round, maxRoundsInFlight),
 	}, nil
+}
+
+// prepare readies a new connection: the statement prepared, when it is.
+func (p *devicePipeline) prepare(ctx context.Context, pc *pgconn.PgConn) error {
+	if !p.named {
+		return nil // parsed and planned with every round
+	}
+	// A prepared statement soon runs on a generic plan, kept until the
+	// next ANALYZE. Made while the table is tiny (a new install, or a few
+	// rows just analyzed), it looks each device up by scanning the whole
+	// table, which then grows under it: thousands of rows read per report
+	// within a minute. The index is the only plan it may get.
+	if _, err := pc.Exec(ctx, "SET enable_seqscan = off").ReadAll(); err != nil {
+		return err
+	}
+	_, err := pc.Prepare(ctx, pipeStatement, p.text, roundOIDs)
+	return err
 }
 
 // read settles the rounds sent on c, in order, from the server's answers,

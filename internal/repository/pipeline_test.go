@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/wemesse/server/internal/dbtest"
 	"github.com/wemesse/server/internal/model"
 )
@@ -50,6 +52,55 @@ func TestDevicePipeline_ordered(t *testing.T) {
 	want := map[string]int64{"1_00": batches/3 + batches, "2_00": batches / 3, "3_00": batches / 3}
 	if fmt.Sprint(uploads(t, u)) != fmt.Sprint(want) {
 		t.Errorf("uploads = %v, want %v", uploads(t, u), want)
+	}
+}
+
+// TestDevicePipeline_genericPlanUsesIndex: the statement's generic plan,
+// made while the table holds two analyzed rows, still reaches users through
+// its unique index. A sequential scan, the cheaper plan for two rows, would
+// read the whole table for every device as it grows, until the next ANALYZE.
+func TestDevicePipeline_genericPlanUsesIndex(t *testing.T) {
+	ctx := context.Background()
+	dsn := dbtest.Postgres(t)
+	u := openMigrated(t, dsn)
+	if _, err := u.UpsertBatch(ctx, []model.DeviceReport{report(1, "a", "1_00"), report(2, "b", "1_00")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.db.Exec("ANALYZE users").Error; err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, err := u.db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := upsertSQL(ctx, sqlDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := newDevicePipeline(dsn, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := pgconn.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(ctx)
+	if err := p.prepare(ctx, pc); err != nil {
+		t.Fatal(err)
+	}
+	results, err := pc.Exec(ctx, "SET plan_cache_mode = force_generic_plan; EXPLAIN EXECUTE "+pipeStatement+
+		"('{1}', '{a}', '{en}', '{1_00}', '{en}', '{m}', '{34}', '{1}', '{1}', '{t}', '{x}', '{x}')").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan strings.Builder
+	for _, row := range results[len(results)-1].Rows {
+		plan.Write(row[0])
+		plan.WriteByte('\n')
+	}
+	if strings.Contains(plan.String(), "Seq Scan on users") || !strings.Contains(plan.String(), "using idx_users_session_device on users") {
+		t.Errorf("the generic plan does not look devices up through idx_users_session_device:\n%s", plan.String())
 	}
 }
 

@@ -26,8 +26,10 @@ import (
 // are locked in id order and last, so concurrent statements never deadlock
 // and hold the hot counter row only until their commit. It returns the id of
 // every device written. Rows are only ever reached through the unique index
-// (the lateral LIMIT 1 lookup and the ON CONFLICT arbiter), so a plan cached
-// while the table was small stays fast when it is large. The text never
+// (the lateral LIMIT 1 lookup and the ON CONFLICT arbiter; the pipeline's
+// connection plans without sequential scans, see devicePipeline.prepare),
+// so a plan cached while the table was small stays fast when it is large.
+// The text never
 // changes, so it is prepared once per connection whatever the batch size.
 // 'users_id_seq' stands for the sequence users.id really uses (upsertSQL):
 // a constant there, its plan calls nextval on it directly, where looking it
