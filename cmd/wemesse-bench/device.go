@@ -218,6 +218,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, gen g
 			return fmt.Errorf("reference: %w", err)
 		}
 		ref0.add(ref)
+		b.logf("device on %s: %s", kind, fmtRate(ref.rate, ref.unit))
 		if err := empty.fx.truncateUsers(ctx); err != nil {
 			return err
 		}
@@ -227,6 +228,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, gen g
 			return err
 		}
 		s0.add(st)
+		b.logf("device on %s: %s", kind, fmtRate(st.rate(), "req/s"))
 		peak0 = max(peak0, peak)
 		if d.noCounter {
 			if err := empty.fx.truncateUsers(ctx); err != nil {
@@ -249,6 +251,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, gen g
 			return err
 		}
 		s1.add(st)
+		b.logf("device on %s: %s", kind, fmtRate(st.rate(), "req/s"))
 		peak1 = max(peak1, peak)
 		if err := full.fx.checkpoint(ctx); err != nil {
 			return err
@@ -258,6 +261,7 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, gen g
 			return fmt.Errorf("reference: %w", err)
 		}
 		ref1.add(ref)
+		b.logf("device on %s: %s", kind, fmtRate(ref.rate, ref.unit))
 	}
 
 	conns := fmt.Sprintf("%d conns", d.clients)
