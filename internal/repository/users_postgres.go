@@ -29,8 +29,8 @@ import (
 // (the lateral LIMIT 1 lookup and the ON CONFLICT arbiter; the pipeline's
 // connection plans without sequential scans, see devicePipeline.prepare),
 // so a plan cached while the table was small stays fast when it is large.
-// The text never
-// changes, so it is prepared once per connection whatever the batch size.
+// The text never changes, so it is prepared once per connection whatever
+// the batch size.
 // 'users_id_seq' stands for the sequence users.id really uses (upsertSQL):
 // a constant there, its plan calls nextval on it directly, where looking it
 // up for every new row cost 5-10% of the statement.
