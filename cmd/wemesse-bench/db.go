@@ -199,6 +199,18 @@ SELECT 'en', '226' || (4 + i % 4) || '_00', 'en_US', printf('%012x', i), 'Pixel 
 FROM s`
 )
 
+// loadUsersNoted is loadUsers for a scenario, logged and with its time
+// noted under the table.
+func (b *bench) loadUsersNoted(ctx context.Context, rep *report, fx *fixture, scenario string, n int) error {
+	b.logf("%s on %s: loading %s users", scenario, fx.kind, fmtInt(int64(n)))
+	loadTime, err := fx.loadUsers(ctx, n)
+	if err != nil {
+		return fmt.Errorf("load users: %w", err)
+	}
+	rep.notef("%s on %s: %s users loaded in %s (%s)", scenario, fx.kind, fmtInt(int64(n)), fmtDuration(loadTime), fx.loadDesc())
+	return nil
+}
+
 // loadUsers empties users and inserts n rows with one SQL statement
 // (generate_series on PostgreSQL, a recursive CTE on SQLite), then
 // VACUUM ANALYZE and a checkpoint on PostgreSQL, ANALYZE and a WAL

@@ -189,12 +189,9 @@ func (d *deviceScenario) runDB(ctx context.Context, b *bench, rep *report, gen g
 	defer full.close()
 	// Loaded before its warm-up: a report still in flight when a run ends
 	// may commit after the table was emptied for the load.
-	b.logf("device on %s: loading %s users", kind, fmtInt(int64(d.users)))
-	loadTime, err := full.fx.loadUsers(ctx, d.users)
-	if err != nil {
-		return fmt.Errorf("load users: %w", err)
+	if err := b.loadUsersNoted(ctx, rep, full.fx, "device", d.users); err != nil {
+		return err
 	}
-	rep.notef("device on %s: %s users loaded in %s (%s)", kind, fmtInt(int64(d.users)), fmtDuration(loadTime), full.fx.loadDesc())
 	if err := d.warmUp(ctx, b, gen, empty, kind, "empty table"); err != nil {
 		return err
 	}

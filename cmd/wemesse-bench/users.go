@@ -72,12 +72,9 @@ func (u *usersScenario) runDB(ctx context.Context, b *bench, rep *report, kind s
 		return err
 	}
 	defer r.close()
-	b.logf("users on %s: loading %s users", kind, fmtInt(int64(u.users)))
-	loadTime, err := r.fx.loadUsers(ctx, u.users)
-	if err != nil {
-		return fmt.Errorf("load users: %w", err)
+	if err := b.loadUsersNoted(ctx, rep, r.fx, "users", u.users); err != nil {
+		return err
 	}
-	rep.notef("users on %s: %s users loaded in %s (%s)", kind, fmtInt(int64(u.users)), fmtDuration(loadTime), r.fx.loadDesc())
 
 	b.logf("users on %s: reference (warm-up, then measured)", kind)
 	if _, _, err := listReference(ctx, r.fx); err != nil {
