@@ -7,7 +7,7 @@
 -- itself at start. internal/repository/migrations_test.go fails when the two
 -- drift apart, so change both together.
 --
--- Table and column names are part of the API contract (API.md, "Storage").
+-- Table and column names are those the earlier server used; keep them.
 -- Columns stay nullable, as the earlier server left them, so that upgrading
 -- its databases needs no table rewrite. Every statement is idempotent.
 --
