@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// wrkGenerator runs the load with wrk (https://github.com/wg/wrk): a C
+// wrkGenerator runs the load with wrk (Debian package wrk): a C
 // event loop whose cost per request is a fraction of an HTTP client's in
 // Go, so on a small machine more of the cores are left to what is
 // measured. A Lua script makes every request (workload.lua); wrkReport

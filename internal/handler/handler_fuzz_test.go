@@ -288,7 +288,7 @@ func FuzzSignatureHeader(f *testing.F) {
 	})
 }
 
-// documentedSecret is the secret a request carries by the README: the
+// documentedSecret is the secret a request carries by docs/operations.md: the
 // signature header, else Authorization: Bearer <secret>; an overlong one
 // counts as missing.
 func documentedSecret(sig, authz string) string {
@@ -456,7 +456,7 @@ type expectedUpload struct {
 	content                      []byte
 }
 
-// expectUpload applies the README's upload rules to body, read with Go's
+// expectUpload applies the upload rules of docs/api.md to body, read with Go's
 // multipart reader as any server would, against the existing rows: parts
 // are read in order and the first bad one decides; appVersion is required,
 // has no ABI suffix and must not equal an existing version of the same

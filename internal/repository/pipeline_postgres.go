@@ -202,7 +202,8 @@ func (p *devicePipeline) prepare(ctx context.Context, pc *pgconn.PgConn) error {
 	// table, which then grows under it: thousands of rows read per report
 	// within a minute. The index is the only plan it may get. (The setting
 	// is the session's: behind a transaction-mode pooler, which would pass
-	// it on, the README asks for the simple protocol, which skips this.)
+	// it on, docs/postgresql.md asks for the simple protocol, which skips
+	// this.)
 	if _, err := pc.Exec(ctx, "SET enable_seqscan = off").ReadAll(); err != nil {
 		return err
 	}
