@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wemesse/server/api"
 	"github.com/wemesse/server/internal/service"
 )
 
@@ -135,5 +136,19 @@ func handleReady(ready func(context.Context) error, log *slog.Logger) http.Handl
 			}
 		}
 		encode(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+}
+
+// handleOpenAPI answers GET /api/v1/openapi.json with the embedded
+// contract, converted to JSON once.
+func handleOpenAPI(log *slog.Logger) http.HandlerFunc {
+	doc, err := api.OpenAPIJSON()
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Write(doc)
 	}
 }
