@@ -77,6 +77,7 @@ type app struct {
 	userStore  *repository.Users
 	signatures *service.Signatures
 	stats      *service.Stats
+	history    *service.History
 }
 
 // open connects to the database, migrates it and wires the services.
@@ -112,6 +113,8 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(
 		DefaultABI: cfg.DefaultABI, Writers: cfg.DeviceWriters, MaxBatch: cfg.DeviceBatch, Observer: a.metrics,
 	})
 	a.stats = service.NewStats(repository.NewReleases(db), users, cfg.DefaultABI, time.Now)
+	a.history = service.NewHistory(repository.NewHistory(db), repository.NewReleases(db),
+		service.HistoryConfig{DefaultABI: cfg.DefaultABI, Live: cfg.HistoryRefresh}, time.Now, log)
 	a.signatures = service.NewSignatures(repository.NewSignatures(db), service.SignaturesConfig{
 		Params: argon2id.Params{
 			Memory: cfg.Argon2.Memory, Iterations: cfg.Argon2.Iterations, Parallelism: cfg.Argon2.Parallelism,
@@ -204,6 +207,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 		return err
 	}
 	go a.releases.Run(ctx)
+	go a.history.Run(ctx)
 	if cfg.IsPostgres() {
 		// Other servers' writes arrive at once; Run's re-reads are the fallback.
 		go repository.Listen(ctx, cfg.DatabaseURL, func(topic string) {
@@ -222,7 +226,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 
 	var inflight sync.WaitGroup
 	api := handler.NewServer(handler.Deps{
-		Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, Log: log, Metrics: a.metrics,
+		Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, History: a.history, Log: log, Metrics: a.metrics,
 		PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes, UpdateMaxAge: cfg.UpdateMaxAge,
 		AuthFailuresPerMinute: cfg.AuthFailuresPerMin, StallTimeout: cfg.StallTimeout, TrustedProxies: cfg.TrustedProxies,
 		Ready: func(ctx context.Context) error { return repository.Ping(ctx, a.db) },

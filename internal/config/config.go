@@ -35,6 +35,9 @@ type Config struct {
 	StorageURL      string         // WEMESSE_STORAGE_URL: s3://bucket/prefix selects object storage; empty: WEMESSE_UPLOAD_DIR
 	StorageRedirect bool           // WEMESSE_STORAGE_REDIRECT: downloads redirect to short-lived presigned URLs
 	TrustedProxies  []netip.Prefix // WEMESSE_TRUSTED_PROXIES: reverse proxies whose X-Forwarded-For is believed
+	HistoryRefresh  time.Duration  // WEMESSE_HISTORY_REFRESH: how often today's adoption is counted again
+	SessionIdle     time.Duration  // WEMESSE_SESSION_IDLE: a console session unused this long ends
+	SessionMax      time.Duration  // WEMESSE_SESSION_MAX: a console session ends this long after login
 	LogLevel        slog.Level
 
 	Argon2 Argon2 // parameters for new hashes
@@ -77,7 +80,8 @@ var Variables = []string{
 	"WEMESSE_AUTH_FAILURES_PER_MINUTE", "WEMESSE_READ_HEADER_TIMEOUT", "WEMESSE_IDLE_TIMEOUT",
 	"WEMESSE_SHUTDOWN_TIMEOUT", "WEMESSE_UPDATE_MAX_AGE", "WEMESSE_RELEASES_REFRESH", "WEMESSE_METRICS_ADDR",
 	"WEMESSE_STALL_TIMEOUT", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH", "WEMESSE_STORAGE_URL",
-	"WEMESSE_STORAGE_REDIRECT", "WEMESSE_TRUSTED_PROXIES", "WEMESSE_PPROF",
+	"WEMESSE_STORAGE_REDIRECT", "WEMESSE_TRUSTED_PROXIES", "WEMESSE_PPROF", "WEMESSE_HISTORY_REFRESH",
+	"WEMESSE_SESSION_IDLE", "WEMESSE_SESSION_MAX",
 }
 
 // Load reads the configuration through getenv and checks it.
@@ -103,6 +107,9 @@ func Load(getenv func(string) string) (Config, error) {
 		StorageURL:      getenv("WEMESSE_STORAGE_URL"),
 		StorageRedirect: p.bool("WEMESSE_STORAGE_REDIRECT"),
 		TrustedProxies:  p.prefixes("WEMESSE_TRUSTED_PROXIES"),
+		HistoryRefresh:  p.duration("WEMESSE_HISTORY_REFRESH", time.Minute),
+		SessionIdle:     p.duration("WEMESSE_SESSION_IDLE", 30*time.Minute),
+		SessionMax:      p.duration("WEMESSE_SESSION_MAX", 12*time.Hour),
 		Argon2: Argon2{
 			Memory:      uint32(p.int64("WEMESSE_ARGON2_MEMORY", 64*1024, 8, MaxArgon2Memory)),
 			Iterations:  uint32(p.int64("WEMESSE_ARGON2_ITERATIONS", 1, 1, MaxArgon2Iterations)),

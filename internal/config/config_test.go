@@ -33,6 +33,9 @@ func defaults() config.Config {
 		StallTimeout:    30 * time.Second,
 		DeviceWriters:   1,
 		DeviceBatch:     256,
+		HistoryRefresh:  time.Minute,
+		SessionIdle:     30 * time.Minute,
+		SessionMax:      12 * time.Hour,
 		LogLevel:        slog.LevelInfo,
 		Argon2: config.Argon2{
 			Memory:      64 * 1024,

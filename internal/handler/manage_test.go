@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -293,5 +294,51 @@ func TestStats_matchesSQL(t *testing.T) {
 		if got.Totals.Devices != sumDevices || got.Totals.Active30d != sumActive || sumDevices == 0 {
 			t.Errorf("totals %+v, SQL says %d devices, %d active", got.Totals, sumDevices, sumActive)
 		}
+	})
+}
+
+// TestHistory_endpoint checks GET /api/v1/stats/history: days oldest
+// first, today last and live, the exact keys, bounds, and the admin role.
+func TestHistory_endpoint(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ts := newTestServer(t, dsn)
+		ts.mustUpload("2268_00")
+		body := fmt.Sprintf(`{"SessionID": 1, "AppVersion": "2268_00", "DeviceMac": "m", "SessionActivity": %d, "SessionRegister": %d}`, time.Now().Unix(), time.Now().Unix())
+		if resp, b := ts.do("POST", "/api/v1/users", ts.client, strings.NewReader(body)); resp.StatusCode != 200 {
+			t.Fatalf("report: %d %s", resp.StatusCode, b)
+		}
+		resp, b := ts.do("GET", "/api/v1/stats/history?days=3", ts.admin, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("history: %d %s", resp.StatusCode, b)
+		}
+		var got map[string][]map[string]json.RawMessage
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		days := got["Days"]
+		if len(days) != 3 {
+			t.Fatalf("%d days, want 3: %s", len(days), b)
+		}
+		today := time.Now().UTC().Format(time.DateOnly)
+		if string(days[2]["Day"]) != `"`+today+`"` || string(days[0]["Day"]) >= string(days[1]["Day"]) {
+			t.Errorf("days %s, %s, %s; want oldest first, the last %s", days[0]["Day"], days[1]["Day"], days[2]["Day"], today)
+		}
+		var releases []map[string]any
+		if err := json.Unmarshal(days[2]["Releases"], &releases); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]any{"Id": 1.0, "Version": "2268_00", "TargetABI": "", "Devices": 1.0, "Active30d": 1.0, "Downloads": 0.0, "NewDevices": 1.0}
+		if len(releases) != 1 || !reflect.DeepEqual(releases[0], want) {
+			t.Errorf("today = %v, want [%v]", releases, want)
+		}
+		if resp, b := ts.do("GET", "/api/v1/stats/history", ts.admin, nil); resp.StatusCode != 200 || strings.Count(string(b), `"Day"`) != 30 {
+			t.Errorf("default: %d, %d days; want 200 and 30", resp.StatusCode, strings.Count(string(b), `"Day"`))
+		}
+		for _, q := range []string{"0", "367", "x"} {
+			resp, b := ts.do("GET", "/api/v1/stats/history?days="+q, ts.admin, nil)
+			wantError(t, resp, b, http.StatusBadRequest)
+		}
+		resp, b = ts.do("GET", "/api/v1/stats/history", ts.client, nil)
+		wantError(t, resp, b, http.StatusForbidden)
 	})
 }

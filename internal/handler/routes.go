@@ -32,5 +32,6 @@ func addRoutes(r chi.Router, d Deps) {
 		r.Delete(apiPrefix+"/updates/{id}", handleReleaseYank(d.Releases, d.Log))
 		r.Get(apiPrefix+"/users", handleUserList(d.Users, d.Log))
 		r.Get(apiPrefix+"/stats", handleStats(d.Stats, d.Log))
+		r.Get(apiPrefix+"/stats/history", handleHistory(d.History, d.Log))
 	})
 }

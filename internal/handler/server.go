@@ -24,6 +24,7 @@ type Deps struct {
 	Users      *service.Users
 	Signatures *service.Signatures
 	Stats      *service.Stats
+	History    *service.History
 	Log        *slog.Logger
 
 	PublicURL      string // base of links to this server's files

@@ -89,6 +89,7 @@ func newTestServer(tb testing.TB, dsn string, opts ...serverOption) *testServer 
 	deps.Users = service.NewUsers(store, service.UsersConfig{DefaultABI: "arm64", Writers: writers, MaxBatch: 64})
 	tb.Cleanup(deps.Users.Close)
 	deps.Stats = service.NewStats(repository.NewReleases(db), store, "arm64", time.Now)
+	deps.History = service.NewHistory(repository.NewHistory(db), repository.NewReleases(db), service.HistoryConfig{DefaultABI: "arm64"}, time.Now, log)
 	go deps.Releases.Run(ctx)
 	deps.Signatures = service.NewSignatures(repository.NewSignatures(db), sigCfg, log)
 	ts := &testServer{tb: tb, db: db, dir: dir, sigs: deps.Signatures, admin: "admin-secret-for-tests", maxUpload: deps.MaxUploadBytes}

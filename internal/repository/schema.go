@@ -65,6 +65,20 @@ type userRow struct {
 
 func (userRow) TableName() string { return "users" }
 
+// releaseDayRow is a row of release_days: one release's adoption on one day.
+type releaseDayRow struct {
+	Day        string `gorm:"column:day;type:text;primaryKey"` // YYYY-MM-DD, UTC
+	ReleaseID  int64  `gorm:"column:release_id;primaryKey;autoIncrement:false"`
+	Version    string `gorm:"column:version;type:text;not null"`
+	TargetABI  string `gorm:"column:target_abi;type:text;not null"`
+	Devices    int64  `gorm:"column:devices;not null"`
+	Active30d  int64  `gorm:"column:active30d;not null"`
+	Downloads  int64  `gorm:"column:downloads;not null"`
+	NewDevices int64  `gorm:"column:new_devices;not null"`
+}
+
+func (releaseDayRow) TableName() string { return "release_days" }
+
 // migrationLock is the PostgreSQL advisory lock key that serializes
 // migrations of servers starting at once (AutoMigrate alone races).
 const migrationLock = 0x77656d65 // "weme"
@@ -85,7 +99,7 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 			if err := upgradeLegacy(tx); err != nil {
 				return fmt.Errorf("repository: migrate: upgrade legacy rows: %w", err)
 			}
-			if err := tx.AutoMigrate(&appRow{}, &signatureRow{}, &userRow{}); err != nil {
+			if err := tx.AutoMigrate(&appRow{}, &signatureRow{}, &userRow{}, &releaseDayRow{}); err != nil {
 				return fmt.Errorf("repository: migrate: %w", err)
 			}
 			return backfill(tx)

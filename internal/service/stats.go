@@ -38,8 +38,6 @@ func (s *Stats) Get(ctx context.Context) (model.Stats, error) {
 	if err != nil {
 		return model.Stats{}, err
 	}
-	type key struct{ version, abi string }
-	index := make(map[key]int, len(releases))
 	var versions []string
 	seen := map[string]bool{}
 	out := model.Stats{Releases: make([]model.ReleaseStats, len(releases))}
@@ -48,7 +46,6 @@ func (s *Stats) Get(ctx context.Context) (model.Stats, error) {
 			seen[v] = true
 			versions = append(versions, v)
 		}
-		index[key{r.Version.String(), r.TargetABI}] = i
 		out.Releases[i] = model.ReleaseStats{ID: r.ID, Version: r.Version.String(), TargetABI: r.TargetABI, Uploads: r.Uploads, Downloads: r.Downloads}
 		out.Totals.Uploads += r.Uploads
 		out.Totals.Downloads += r.Downloads
@@ -57,16 +54,9 @@ func (s *Stats) Get(ctx context.Context) (model.Stats, error) {
 	if err != nil {
 		return model.Stats{}, err
 	}
+	find := releaseFinder(releases, s.defaultABI)
 	for _, g := range groups {
-		abi := g.TargetABI
-		if abi == "" {
-			abi = s.defaultABI
-		}
-		i, ok := index[key{g.Version, abi}]
-		if !ok {
-			i, ok = index[key{g.Version, ""}]
-		}
-		if ok {
+		if i, ok := find(g.Version, g.TargetABI); ok {
 			out.Releases[i].Devices += g.Devices
 			out.Releases[i].Active30d += g.Active
 			out.Totals.Devices += g.Devices
