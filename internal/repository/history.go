@@ -94,6 +94,10 @@ func (h *History) Days(ctx context.Context, from, to time.Time, ids []int64) ([]
 	if err := q.Order("day, release_id").Find(&rows).Error; err != nil {
 		return nil, translate(err, "history")
 	}
+	return toReleaseDays(rows)
+}
+
+func toReleaseDays(rows []releaseDayRow) ([]model.ReleaseDay, error) {
 	out := make([]model.ReleaseDay, 0, len(rows))
 	for _, r := range rows {
 		day, err := time.Parse(dayLayout, r.Day)
@@ -117,15 +121,7 @@ func (h *History) DayTotals(ctx context.Context, from, to time.Time) ([]model.Re
 	if err != nil {
 		return nil, translate(err, "history totals")
 	}
-	out := make([]model.ReleaseDay, 0, len(rows))
-	for _, r := range rows {
-		day, err := time.Parse(dayLayout, r.Day)
-		if err != nil {
-			return nil, fmt.Errorf("repository: history day %q: %w", r.Day, err)
-		}
-		out = append(out, model.ReleaseDay{Day: day, Devices: r.Devices, Active30d: r.Active30d, Downloads: r.Downloads, NewDevices: r.NewDevices})
-	}
-	return out, nil
+	return toReleaseDays(rows)
 }
 
 // Exclusive runs fn while holding the cluster-wide history lock and

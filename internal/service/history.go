@@ -302,26 +302,19 @@ func label(version, abi string) string {
 }
 
 // Run records missed days at once, then every Live counts today again and
-// records the days that ended, until ctx ends. Failures are
-// logged and retried at the next tick.
+// records the days that ended, until ctx ends. Failures are logged and
+// retried at the next tick.
 func (h *History) Run(ctx context.Context) {
-	tick := func() {
-		if err := h.Record(ctx); err != nil && ctx.Err() == nil {
-			h.log.Warn("record adoption history", "err", err)
+	log := h.log.With("what", "adoption history")
+	tick := func(ctx context.Context) error {
+		if err := h.Record(ctx); err != nil {
+			return err
 		}
-		if _, err := h.countToday(ctx, true); err != nil && ctx.Err() == nil {
-			h.log.Warn("count today's adoption", "err", err)
-		}
+		_, err := h.countToday(ctx, true)
+		return err
 	}
-	tick()
-	t := time.NewTicker(cmp.Or(h.cfg.Live, time.Minute))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			tick()
-		}
+	if err := tick(ctx); err != nil && ctx.Err() == nil {
+		log.Warn("reload", "err", err)
 	}
+	reloadEvery(ctx, cmp.Or(h.cfg.Live, time.Minute), tick, log)
 }
