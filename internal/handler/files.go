@@ -51,12 +51,11 @@ func handleDownload(releases *service.Releases, log *slog.Logger) http.HandlerFu
 		}
 		defer f.Close()
 		name := path.Base(key)
-		ctype := mime.TypeByExtension(path.Ext(name))
+		// Never a type taken from the name, such as text/html for an
+		// uploaded .html: a browser must not render a download.
+		ctype := "application/octet-stream"
 		if strings.EqualFold(path.Ext(name), ".apk") {
 			ctype = "application/vnd.android.package-archive"
-		}
-		if ctype == "" {
-			ctype = "application/octet-stream"
 		}
 		w.Header().Set("Content-Type", ctype)
 		w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
@@ -97,10 +96,14 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
-// deliveredEnd reports whether the response carried the file's last byte
-// in full: a complete 200, or a single-range 206 ending at the last byte
-// whose every byte was written.
+// deliveredEnd reports whether the response carried at least one byte and
+// the file's last byte in full: a complete 200, or a single-range 206
+// ending at the last byte whose every byte was written. An empty range
+// (bytes=-0) delivers nothing, so it counts nothing.
 func (c *countingWriter) deliveredEnd(size int64) bool {
+	if c.written == 0 {
+		return false
+	}
 	switch c.status {
 	case http.StatusOK:
 		return c.written == size

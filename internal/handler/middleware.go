@@ -153,6 +153,26 @@ func clientIP(r *http.Request) string {
 	return httprate.CanonicalizeIP(host)
 }
 
+// nosniff tells browsers to take every answer's Content-Type as sent:
+// JSON is never sniffed into a page, nor a download into a script.
+func nosniff(next http.Handler) http.Handler {
+	value := []string{"nosniff"}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["X-Content-Type-Options"] = value
+		next.ServeHTTP(w, r)
+	})
+}
+
+// noStore keeps answers out of every cache: admin answers list releases,
+// devices and statistics that no proxy or browser should keep.
+func noStore(next http.Handler) http.Handler {
+	value := []string{"no-store"}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Cache-Control"] = value
+		next.ServeHTTP(w, r)
+	})
+}
+
 // authenticator guards endpoints with signatures.
 type authenticator struct {
 	sigs        *service.Signatures
@@ -388,6 +408,11 @@ func (r *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// unparsableForwarded is the RemoteAddr of a request whose trusted proxy
+// forwarded an X-Forwarded-For that names no address where the client's
+// should be: clientIP gives all such requests one address of their own.
+const unparsableForwarded = "unparsable-x-forwarded-for:0"
+
 // trustedProxies takes the client address from X-Forwarded-For when the
 // peer is one of trusted (a reverse proxy of ours): the rightmost address
 // not itself trusted, since anything left of it may be forged by the client.
@@ -406,11 +431,20 @@ func trustedProxies(trusted []netip.Prefix) func(http.Handler) http.Handler {
 				next.ServeHTTP(w, r)
 				return
 			}
-			hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+			forwarded := r.Header.Values("X-Forwarded-For")
+			if len(forwarded) == 0 {
+				next.ServeHTTP(w, r) // the proxy's own request
+				return
+			}
+			hops := strings.Split(strings.Join(forwarded, ","), ",")
 			for i := len(hops) - 1; i >= 0; i-- {
 				a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
 				if err != nil {
-					break // unparsable: stop at the last address we could trust
+					// Whoever sent it is not known: its failures go to a
+					// bucket of their own, not to the proxy's address,
+					// which real clients share.
+					r.RemoteAddr = unparsableForwarded
+					break
 				}
 				if !isTrusted(a) {
 					r.RemoteAddr = netip.AddrPortFrom(a, 0).String()

@@ -25,7 +25,7 @@ func addRoutes(r chi.Router, d Deps) {
 	r.With(auth.require(model.RoleClient)).Post(apiPrefix+"/users", handleUserReport(d.Users, d.Log))
 
 	r.Group(func(r chi.Router) {
-		r.Use(auth.require(model.RoleAdmin))
+		r.Use(noStore, auth.require(model.RoleAdmin))
 		r.Get(apiPrefix+"/updates", handleReleaseList(d.Releases, d.PublicURL, d.Log))
 		r.Post(apiPrefix+"/updates", handleUpload(d.Releases, d.PublicURL, d.MaxUploadBytes, d.Log))
 		r.Patch(apiPrefix+"/updates/{id}", handleReleaseEdit(d.Releases, d.PublicURL, d.Log))

@@ -50,6 +50,7 @@ func NewServer(d Deps) http.Handler {
 	r := chi.NewRouter()
 	r.Use(trustedProxies(d.TrustedProxies))
 	r.Use(requestID)
+	r.Use(nosniff)
 	r.Use(middleware.GetHead)
 	r.Use(accessLog(d.Log, d.Metrics))
 	r.Use(recoverJSON(d.Log))

@@ -51,9 +51,9 @@ type SignaturesConfig struct {
 	Concurrency int             // Argon2 verifications at once
 	Wait        time.Duration   // longest wait for a verification slot
 	CacheSize   int             // entries in each of the verified and failed caches
-	CacheTTL    time.Duration
-	Refresh     time.Duration // how often the table is re-read
-	Observer    Observer      // nil: NopObserver
+	CacheTTL    time.Duration   // a verified secret stays cached this long after its last use
+	Refresh     time.Duration   // how often the table is re-read
+	Observer    Observer        // nil: NopObserver
 }
 
 // Signatures checks secrets against the Argon2id hashes in the store.
@@ -198,6 +198,9 @@ func (s *Signatures) Cached(ctx context.Context, secret string) (model.Signature
 		s.ok.Remove(key) // revoked
 		return model.Signature{}, false
 	}
+	// Renewed on use: a secret in use stays cached, so the per-address
+	// failure limit, which only uncached secrets meet, never locks it out.
+	s.ok.Add(key, id)
 	s.cfg.Observer.AuthCache("hit")
 	s.touch(ctx, id)
 	return sig, true

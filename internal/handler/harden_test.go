@@ -1,0 +1,141 @@
+package handler_test
+
+import (
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/wemesse/server/internal/dbtest"
+	"github.com/wemesse/server/internal/handler"
+	"github.com/wemesse/server/internal/service"
+)
+
+// The tests in this file reproduce the findings of a black-box review
+// (issue 21), each one failing on the code before its fix.
+
+// TestLimiter_secretInUseStaysCached: a valid secret used more often than
+// the cache TTL passes from an address over its failure limit, however
+// long ago it was first verified.
+func TestLimiter_secretInUseStaysCached(t *testing.T) {
+	const ttl = 3 * time.Second
+	ts := newTestServer(t, dbtest.SQLite(t), func(d *handler.Deps, c *service.SignaturesConfig) {
+		d.AuthFailuresPerMinute, c.CacheTTL = 5, ttl
+	})
+	if resp, body := ts.report("1_00", "m", 1); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first report: %d %s", resp.StatusCode, body)
+	}
+	first, last := time.Now(), time.Now()
+	for range 5 {
+		resp, body := ts.do("POST", "/api/v1/users", "wrong", nil)
+		wantError(t, resp, body, http.StatusUnauthorized)
+	}
+	// Used every sixth of the TTL until twice the TTL has passed.
+	for i := 2; time.Since(first) < 2*ttl; i++ {
+		time.Sleep(ttl / 6)
+		if gap := time.Since(last); gap >= ttl {
+			t.Fatalf("the machine stalled the test for %v, more than the TTL: rerun it", gap)
+		}
+		resp, body := ts.report("1_00", "m", i)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("report %v after the first: %d %s, want 200", time.Since(first), resp.StatusCode, body)
+		}
+		last = time.Now()
+	}
+}
+
+// TestLimiter_garbageForwardedFor: a trusted proxy's X-Forwarded-For that
+// names no address charges failures to a bucket of its own, not to the
+// proxy's address that its real clients share.
+func TestLimiter_garbageForwardedFor(t *testing.T) {
+	ts := newTestServer(t, dbtest.SQLite(t), func(d *handler.Deps, _ *service.SignaturesConfig) {
+		d.AuthFailuresPerMinute, d.TrustedProxies = 3, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	for _, garbage := range []string{"garbage", "not-an-ip", "1.2.3.4, garbage"} {
+		resp, body := ts.do("GET", "/api/v1/users", "wrong", nil, "X-Forwarded-For", garbage)
+		wantError(t, resp, body, http.StatusUnauthorized)
+	}
+	resp, body := ts.do("GET", "/api/v1/users", "wrong", nil, "X-Forwarded-For", "garbage")
+	wantError(t, resp, body, http.StatusTooManyRequests)
+	// The proxy's own address, and a client it names, keep their budgets.
+	resp, body = ts.do("GET", "/api/v1/users", "wrong", nil)
+	wantError(t, resp, body, http.StatusUnauthorized)
+	resp, body = ts.do("GET", "/api/v1/users", "wrong", nil, "X-Forwarded-For", "203.0.113.6")
+	wantError(t, resp, body, http.StatusUnauthorized)
+}
+
+// TestDownloads_emptyRangeDoesNotCount: a transfer counts only when it
+// delivered at least one byte and the file's last byte; bytes=-0 is a
+// 206 with nothing in it.
+func TestDownloads_emptyRangeDoesNotCount(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ts := newTestServer(t, dsn)
+		ts.mustUpload("3_01")
+		downloads := func() float64 {
+			_, body := ts.do("GET", "/api/v1/updates", ts.admin, nil)
+			return decodeArray(t, body)[0]["Downloads"].(float64)
+		}
+		for range 5 {
+			resp, body := ts.do("GET", "/uploads/3_01/wemesse.apk", "", nil, "Range", "bytes=-0")
+			if resp.StatusCode == http.StatusOK || len(body) != 0 {
+				t.Fatalf("bytes=-0: status %d, %d bytes", resp.StatusCode, len(body))
+			}
+		}
+		if n := downloads(); n != 0 {
+			t.Errorf("Downloads = %v after five empty ranges, want 0", n)
+		}
+		resp, body := ts.do("GET", "/uploads/3_01/wemesse.apk", "", nil, "Range", "bytes=-1")
+		if resp.StatusCode != http.StatusPartialContent || len(body) != 1 {
+			t.Fatalf("bytes=-1: status %d, %d bytes", resp.StatusCode, len(body))
+		}
+		if n := downloads(); n != 1 {
+			t.Errorf("Downloads = %v after the last byte, want 1", n)
+		}
+	})
+}
+
+// TestHeaders: downloads are never sniffed nor typed from their name; every
+// answer says nosniff; admin answers are never stored by a cache.
+func TestHeaders(t *testing.T) {
+	ts := newTestServer(t, dbtest.SQLite(t))
+	ts.mustUpload("4_00")
+	resp, body := ts.upload(ts.admin, "appVersion", "4_01", "targetABI", "x86", "tmpFile", "page.html|<script>alert(1)</script>")
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("upload: %d %s", resp.StatusCode, body)
+	}
+	for _, tt := range []struct{ path, ctype string }{
+		{"/uploads/4_00/wemesse.apk", "application/vnd.android.package-archive"},
+		{"/uploads/x86/4_01/page.html", "application/octet-stream"},
+	} {
+		resp, _ := ts.do("GET", tt.path, "", nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d", tt.path, resp.StatusCode)
+		}
+		if got := resp.Header.Get("Content-Type"); got != tt.ctype {
+			t.Errorf("GET %s: Content-Type %q, want %q", tt.path, got, tt.ctype)
+		}
+		if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("GET %s: X-Content-Type-Options %q, want nosniff", tt.path, got)
+		}
+	}
+	for _, tt := range []struct {
+		name, method, path, secret string
+		noStore                    bool
+	}{
+		{"update check", "GET", "/api/v1/updates/1_00", "", false},
+		{"health", "GET", "/healthz", "", false},
+		{"unknown route", "GET", "/nothing", "", false},
+		{"release list", "GET", "/api/v1/updates", ts.admin, true},
+		{"device list", "GET", "/api/v1/users", ts.admin, true},
+		{"stats", "GET", "/api/v1/stats", ts.admin, true},
+		{"admin route refused", "GET", "/api/v1/stats", "wrong", true},
+	} {
+		resp, _ := ts.do(tt.method, tt.path, tt.secret, nil)
+		if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("%s: X-Content-Type-Options %q, want nosniff", tt.name, got)
+		}
+		if got := resp.Header.Get("Cache-Control"); tt.noStore && got != "no-store" {
+			t.Errorf("%s: Cache-Control %q, want no-store", tt.name, got)
+		}
+	}
+}
