@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wemesse/server/api"
+	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/service"
 )
 
@@ -132,9 +133,7 @@ func handleReady(ready func(context.Context) error, log *slog.Logger) http.Handl
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 			defer cancel()
 			if err := ready(ctx); err != nil {
-				log.WarnContext(r.Context(), "not ready", "request_id", requestIDOf(w), "err", err)
-				w.Header().Set("Retry-After", "1")
-				writeError(w, http.StatusServiceUnavailable, "The database is unavailable; retry shortly.")
+				fail(w, r, log, fmt.Errorf("not ready: %w: %w", model.Errorf(model.Unavailable, "The database is unavailable; retry shortly."), err))
 				return
 			}
 		}

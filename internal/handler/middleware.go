@@ -206,7 +206,7 @@ func (a *authenticator) require(role string) func(http.Handler) http.Handler {
 				return
 			}
 			if sig.Role != model.RoleAdmin && sig.Role != role {
-				writeError(w, http.StatusForbidden, "This signature may not call this endpoint; it needs the admin role.")
+				fail(w, r, a.log, model.Errorf(model.Forbidden, "This signature may not call this endpoint; it needs the admin role."))
 				return
 			}
 			next.ServeHTTP(w, r)
@@ -224,7 +224,7 @@ func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, sec
 	// OnLimit counts failures up to the limit, so reaching it is the signal.
 	if _, rate, _ := a.failures.Status(ip); rate >= float64(a.maxFailures) {
 		w.Header().Set("Retry-After", "60")
-		writeError(w, http.StatusTooManyRequests, "Too many failed signature checks from this address; retry later.")
+		fail(w, r, a.log, model.Errorf(model.TooMany, "Too many failed signature checks from this address; retry later."))
 		return model.Signature{}, false
 	}
 	sig, err := a.sigs.Authenticate(r.Context(), secret)

@@ -292,7 +292,7 @@ func handleUpload(releases *service.Releases, publicURL string, maxUpload int64,
 	return func(w http.ResponseWriter, r *http.Request) {
 		mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if err != nil || mediaType != "multipart/form-data" {
-			writeError(w, http.StatusUnsupportedMediaType, "The body must be multipart/form-data with the fields appVersion, appNotes and tmpFile.")
+			fail(w, r, log, model.Errorf(model.Unsupported, "The body must be multipart/form-data with the fields appVersion, appNotes and tmpFile."))
 			return
 		}
 		if r.ContentLength > maxUpload+multipartOverhead {
@@ -300,7 +300,7 @@ func handleUpload(releases *service.Releases, publicURL string, maxUpload int64,
 			return
 		}
 		if params["boundary"] == "" {
-			writeError(w, http.StatusBadRequest, "The multipart body is malformed: "+http.ErrMissingBoundary.Error()+".")
+			fail(w, r, log, model.Errorf(model.Invalid, "The multipart body is malformed: %s.", http.ErrMissingBoundary))
 			return
 		}
 		// multipart.Reader reads through the bufio.Reader it is given when

@@ -27,8 +27,10 @@ var statusOf = map[model.Code]int{
 	model.Conflict:     http.StatusConflict,
 	model.Unauthorized: http.StatusUnauthorized,
 	model.Forbidden:    http.StatusForbidden,
+	model.NotAllowed:   http.StatusMethodNotAllowed,
 	model.TooLarge:     http.StatusRequestEntityTooLarge,
 	model.Unsupported:  http.StatusUnsupportedMediaType,
+	model.TooMany:      http.StatusTooManyRequests,
 	model.Unavailable:  http.StatusServiceUnavailable,
 	model.Internal:     http.StatusInternalServerError,
 }
@@ -85,8 +87,10 @@ func jsonKind(goKind string) string {
 	return "integer"
 }
 
-// fail writes err as a JSON error. Errors without a code are logged once,
-// with the request id, and reach the client as a plain "Internal error.".
+// fail writes err as a JSON error, with the status statusOf gives its
+// code: every error response goes through here. Errors without a code are
+// logged once, with the request id, and reach the client as a plain
+// "Internal error.".
 func fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client hung up; nobody reads this answer, and it is not the
@@ -107,14 +111,9 @@ func fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 		log.WarnContext(r.Context(), "request failed", "request_id", requestIDOf(w), "err", err)
 		w.Header().Set("Retry-After", "1")
 	}
-	writeError(w, status, model.ErrorMessage(err))
-}
-
-// writeError writes {"error": msg} with status.
-func writeError(w http.ResponseWriter, status int, msg string) {
 	encode(w, status, struct {
 		Error string `json:"error"`
-	}{msg})
+	}{model.ErrorMessage(err)})
 }
 
 // recoverJSON turns a panic into a logged 500 JSON error.

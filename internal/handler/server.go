@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/wemesse/server/internal/metrics"
+	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/service"
 )
 
@@ -56,12 +57,12 @@ func NewServer(d Deps) http.Handler {
 	r.Use(recoverJSON(d.Log))
 	r.Use(progressDeadlines(d.StallTimeout, d.Log))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "No such endpoint: "+r.Method+" "+r.URL.Path+".")
+		fail(w, r, d.Log, model.Errorf(model.NotFound, "No such endpoint: %s %s.", r.Method, r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		allowed := allowedMethods(r)
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		writeError(w, http.StatusMethodNotAllowed, "Method "+r.Method+" is not allowed on "+r.URL.Path+"; use "+strings.Join(allowed, " or ")+".")
+		fail(w, r, d.Log, model.Errorf(model.NotAllowed, "Method %s is not allowed on %s; use %s.", r.Method, r.URL.Path, strings.Join(allowed, " or ")))
 	})
 	addRoutes(r, d)
 	return r

@@ -19,8 +19,10 @@ const (
 	Conflict     Code = "conflict"
 	Unauthorized Code = "unauthorized"
 	Forbidden    Code = "forbidden"
+	NotAllowed   Code = "not_allowed" // the method, on a resource that exists
 	TooLarge     Code = "too_large"
 	Unsupported  Code = "unsupported"
+	TooMany      Code = "too_many" // too many requests; retry later
 	Unavailable  Code = "unavailable"
 	Internal     Code = "internal"
 )

@@ -120,7 +120,7 @@ func translate(err error, what string) error {
 	case errors.Is(err, gorm.ErrDuplicatedKey):
 		return model.Errorf(model.Conflict, "The %s already exists.", what)
 	case unavailable(err):
-		return fmt.Errorf("repository: %s: %v: %w", what, err, model.Errorf(model.Unavailable, "The database is unavailable; retry shortly."))
+		return fmt.Errorf("repository: %s: %w: %w", what, err, model.Errorf(model.Unavailable, "The database is unavailable; retry shortly."))
 	}
 	return fmt.Errorf("repository: %s: %w", what, err)
 }

@@ -379,7 +379,7 @@ func (s *S3) unavailable(op string, err error) error {
 	if errors.As(err, &me) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return fmt.Errorf("%w (storage: %s: %v)", model.Errorf(model.Unavailable, "The file store is unavailable; retry shortly."), op, err)
+	return fmt.Errorf("%w (storage: %s: %w)", model.Errorf(model.Unavailable, "The file store is unavailable; retry shortly."), op, err)
 }
 
 func isNotFound(err error) bool {
