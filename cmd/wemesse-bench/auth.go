@@ -17,6 +17,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/wemesse/server/internal/model"
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // The auth scenario's targets.
@@ -93,7 +94,7 @@ func (a *authScenario) Run(ctx context.Context, b *bench, rep *report) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	spec := serverSpec{binary: bin, dataDir: dir, admin: randomSecret(32)}
+	spec := serverSpec{binary: bin, dataDir: dir, admin: proctest.NewSecret(32)}
 
 	srv, err := b.startServer(ctx, spec)
 	if err != nil {
@@ -257,7 +258,7 @@ func (a *authScenario) flood(ctx context.Context, b *bench, rep *report, spec se
 	c := newClient()
 	defer c.CloseIdleConnections()
 	usersURL := srv.URL + "/api/v1/users"
-	if err := loopbackOnly(usersURL); err != nil {
+	if err := proctest.LoopbackOnly(usersURL); err != nil {
 		return err
 	}
 	// Warm: the first request hashes, the rest hit the cache.
@@ -285,7 +286,7 @@ func (a *authScenario) flood(ctx context.Context, b *bench, rep *report, spec se
 		t.Method = http.MethodGet
 		t.URL = usersURL
 		// A new secret each time, so the failed-secret cache never helps.
-		t.Header = http.Header{"Signature": []string{randomSecret(24)}}
+		t.Header = http.Header{"Signature": []string{proctest.NewSecret(24)}}
 		return nil
 	}
 	attackStart := time.Now()
@@ -337,7 +338,7 @@ func (a *authScenario) flood(ctx context.Context, b *bench, rep *report, spec se
 	// way its in-flight requests finish within requestTimeout.
 	st := <-attackDone
 	alive := !srv.Exited()
-	var after memory
+	var after proctest.Memory
 	if alive {
 		after, _ = srv.Memory()
 	}
@@ -368,9 +369,9 @@ func (a *authScenario) flood(ctx context.Context, b *bench, rep *report, spec se
 	}
 
 	// Server memory.
-	rep.info(section, "server VmRSS before the flood", fmtMB(kbToMB(before.rssKB)))
+	rep.info(section, "server VmRSS before the flood", fmtMB(kbToMB(before.RSSKB)))
 	rep.info(section, fmt.Sprintf("server peak VmRSS, sampled every %s", rssSampleInterval), fmtMB(kbToMB(peak)))
-	hwm := max(after.hwmKB, peak)
+	hwm := max(after.HWMKB, peak)
 	rep.check(section, "server peak RSS (VmHWM)", target{value: kbToMB(hwm), op: "<", limit: maxPeakRSSMB, format: fmtMB})
 	rep.check(section, "server still running after the flood", target{value: boolValue(alive), op: "==", limit: 1, format: fmtYesNo})
 	if !alive {
@@ -403,7 +404,7 @@ func sampleRSS(ctx context.Context, srv *server) <-chan int64 {
 		defer t.Stop()
 		for {
 			if m, err := srv.Memory(); err == nil {
-				peak = max(peak, m.rssKB)
+				peak = max(peak, m.RSSKB)
 			}
 			select {
 			case <-ctx.Done():

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // rig is a server started on a fresh database for one scenario's rows.
@@ -28,7 +30,7 @@ func (b *bench) newRig(ctx context.Context, rep *report, kind, scenario string, 
 	if err != nil {
 		return nil, err
 	}
-	r := &rig{kind: kind, fx: fx, admin: randomSecret(32)}
+	r := &rig{kind: kind, fx: fx, admin: proctest.NewSecret(32)}
 	defer func() {
 		if err != nil {
 			r.close()
@@ -80,7 +82,7 @@ func (b *bench) forEachDB(fn func(kind string) error) error {
 // meanwhile, in case the reset is refused.
 type peakTracker struct {
 	srv    *server
-	before memory
+	before proctest.Memory
 	reset  bool
 	stop   context.CancelFunc
 	peak   <-chan int64
@@ -104,7 +106,7 @@ func (t *peakTracker) done() int64 {
 	peak := <-t.peak
 	if t.reset {
 		if m, err := t.srv.Memory(); err == nil {
-			peak = max(peak, m.hwmKB)
+			peak = max(peak, m.HWMKB)
 		}
 	}
 	return peak
@@ -201,13 +203,13 @@ func settle(ctx context.Context, b *bench, srv *server) error {
 		return err
 	}
 	begin := time.Now()
-	low, lowAt := first.rssKB, begin
+	low, lowAt := first.RSSKB, begin
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			b.logf("settle: VmRSS %s → %s in %s, maybe still falling", fmtMB(kbToMB(first.rssKB)), fmtMB(kbToMB(low)), settleMax)
+			b.logf("settle: VmRSS %s → %s in %s, maybe still falling", fmtMB(kbToMB(first.RSSKB)), fmtMB(kbToMB(low)), settleMax)
 			return nil
 		case <-tick.C:
 		}
@@ -215,11 +217,11 @@ func settle(ctx context.Context, b *bench, srv *server) error {
 		if err != nil {
 			return err
 		}
-		if m.rssKB < low-1024 {
-			low, lowAt = m.rssKB, time.Now()
+		if m.RSSKB < low-1024 {
+			low, lowAt = m.RSSKB, time.Now()
 		}
 		if time.Since(begin) >= settleMin && time.Since(lowAt) >= settleQuiet {
-			b.logf("settle: VmRSS %s → %s in %s", fmtMB(kbToMB(first.rssKB)), fmtMB(kbToMB(m.rssKB)), time.Since(begin).Round(100*time.Millisecond))
+			b.logf("settle: VmRSS %s → %s in %s", fmtMB(kbToMB(first.RSSKB)), fmtMB(kbToMB(m.RSSKB)), time.Since(begin).Round(100*time.Millisecond))
 			return nil
 		}
 	}

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"mime/multipart"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"time"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // requestTimeout bounds every single request the tool sends.
@@ -41,7 +41,7 @@ type reply struct {
 // send makes one request and reads the body to the end, so the connection
 // is reused. secret, when set, goes in the signature header.
 func send(ctx context.Context, c *http.Client, method, rawURL, secret, contentType string, body []byte) (reply, error) {
-	if err := loopbackOnly(rawURL); err != nil {
+	if err := proctest.LoopbackOnly(rawURL); err != nil {
 		return reply{}, err
 	}
 	var rd io.Reader
@@ -81,43 +81,23 @@ func expect(ctx context.Context, c *http.Client, want int, method, rawURL, secre
 	return r.elapsed, nil
 }
 
-// loopbackOnly refuses any URL whose host is not 127.0.0.1: the tool loads
-// nothing but the server it started.
-func loopbackOnly(rawURL string) error {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return err
-	}
-	if u.Hostname() != "127.0.0.1" {
-		return fmt.Errorf("refusing to send load to %q: only 127.0.0.1 is a target", u.Host)
-	}
-	return nil
-}
-
 // uploadBuild posts a small random build as version, as ops do.
 func uploadBuild(ctx context.Context, c *http.Client, baseURL, admin, version string, size int) error {
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	if err := mw.WriteField("appVersion", version); err != nil {
-		return err
-	}
-	if err := mw.WriteField("appNotes", "wemesse-bench"); err != nil {
-		return err
-	}
-	fw, err := mw.CreateFormFile("tmpFile", "wemesse.apk")
+	fields := []proctest.Field{{Name: "appVersion", Value: version}, {Name: "appNotes", Value: "wemesse-bench"}}
+	req, err := proctest.UploadRequest(ctx, baseURL, admin, fields, "wemesse.apk", io.LimitReader(rand.Reader, int64(size)))
 	if err != nil {
 		return err
 	}
-	file := make([]byte, size)
-	_, _ = rand.Read(file)
-	if _, err := fw.Write(file); err != nil {
-		return err
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", version, err)
 	}
-	if err := mw.Close(); err != nil {
-		return err
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("upload %s: status %d, want %d", version, resp.StatusCode, http.StatusCreated)
 	}
-	_, err = expect(ctx, c, http.StatusCreated, http.MethodPost, baseURL+"/api/v1/updates", admin, mw.FormDataContentType(), buf.Bytes())
-	return err
+	return nil
 }
 
 // percentile returns the nearest-rank p-quantile (0 < p <= 1) of ds; ds is

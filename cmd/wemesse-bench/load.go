@@ -9,6 +9,8 @@ import (
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // maxLoadResults bounds the latencies kept from one load run; past it the
@@ -121,7 +123,7 @@ func (c *loadClient) inProcess() bool { return true }
 // duration, as fast as they are answered (vegeta at rate 0). Every target
 // URL must start with base, which must be on 127.0.0.1.
 func (c *loadClient) run(ctx context.Context, base string, w workload, duration time.Duration) (loadStats, error) {
-	if err := loopbackOnly(base); err != nil {
+	if err := proctest.LoopbackOnly(base); err != nil {
 		return loadStats{}, err
 	}
 	targeter := w.targeter(base)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 func TestRunListsScenarios(t *testing.T) {
@@ -88,40 +90,6 @@ func TestReportChecks(t *testing.T) {
 	for _, want := range []string{"PASS", "FAIL", "<= 3.00", "2 of 3 targets passed", "nproc 1"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
-		}
-	}
-}
-
-func TestParseStatus(t *testing.T) {
-	m, err := parseStatus(strings.NewReader("Name:\twemesse\nVmHWM:\t  402000 kB\nVmRSS:\t  120000 kB\nThreads:\t9\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.rssKB != 120000 || m.hwmKB != 402000 {
-		t.Errorf("got %+v", m)
-	}
-	if _, err := parseStatus(strings.NewReader("Name:\tx\n")); err == nil {
-		t.Error("missing fields accepted")
-	}
-}
-
-func TestParseCreated(t *testing.T) {
-	id, secret, err := parseCreated("Created client signature 7. Copy the secret below now: it is stored only as a hash and will not be shown again.\nabc_DEF-123\n")
-	if err != nil || id != 7 || secret != "abc_DEF-123" {
-		t.Errorf("got %d %q %v", id, secret, err)
-	}
-	if _, _, err := parseCreated("only one line\n"); err == nil {
-		t.Error("one line accepted")
-	}
-}
-
-func TestLoopbackOnly(t *testing.T) {
-	if err := loopbackOnly("http://127.0.0.1:9000/x"); err != nil {
-		t.Error(err)
-	}
-	for _, u := range []string{"http://localhost:9000/", "http://10.0.0.1/", "https://example.com/"} {
-		if loopbackOnly(u) == nil {
-			t.Errorf("%s accepted", u)
 		}
 	}
 }
@@ -325,7 +293,7 @@ func TestStaticChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := strings.TrimSpace(line)
-	if err := loopbackOnly(url); err != nil {
+	if err := proctest.LoopbackOnly(url); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.Get(url + "/api/v1/updates/2266_00?device=x")

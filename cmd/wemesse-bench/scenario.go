@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wemesse/server/internal/pgcluster"
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // A scenario is one benchmark: it starts what it needs (usually the server,
@@ -257,7 +257,7 @@ func (b *bench) serverBinary(ctx context.Context) (string, error) {
 		if b.opts.serverPath != "" {
 			b.binary, b.buildErr = filepath.Abs(b.opts.serverPath)
 			if b.buildErr == nil {
-				b.buildErr = checkExecutable(b.binary)
+				b.buildErr = proctest.CheckExecutable(b.binary)
 			}
 			return
 		}
@@ -266,24 +266,15 @@ func (b *bench) serverBinary(ctx context.Context) (string, error) {
 	return b.binary, b.buildErr
 }
 
-// buildServer runs `CGO_ENABLED=0 go build -o bin/wemesse ./cmd/wemesse` in
-// the module root, which `go env GOMOD` locates from the working directory.
+// buildServer builds bin/wemesse in the module root, which `go env GOMOD`
+// locates from the working directory.
 func (b *bench) buildServer(ctx context.Context) (string, error) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		return "", errors.New("the go tool is not on PATH; pass -server PATH to use a built server")
-	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, goTool, "env", "GOMOD").Output()
+	root, err := proctest.ModuleRoot(ctx)
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", err
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the server's Go module; run from the repository or pass -server PATH")
-	}
-	root := filepath.Dir(gomod)
 	bin := filepath.Join(root, "bin", "wemesse")
 	b.logf("building %s", bin)
 	// What was built, for the report: the commit, and whether the tree
@@ -291,22 +282,5 @@ func (b *bench) buildServer(ctx context.Context) (string, error) {
 	if out, err := exec.CommandContext(ctx, "git", "-C", root, "describe", "--always", "--dirty").Output(); err == nil {
 		b.source = strings.TrimSpace(string(out))
 	}
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "./cmd/wemesse")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build the server: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-func checkExecutable(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("server binary: %w", err)
-	}
-	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("server binary %s is not an executable file", path)
-	}
-	return nil
+	return bin, proctest.Build(ctx, root, bin)
 }

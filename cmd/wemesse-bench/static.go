@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // staticChildCommand is the hidden subcommand with which the tool runs its
@@ -86,7 +88,7 @@ func startStaticProcess(ctx context.Context, contentType string, body []byte) (_
 		return nil, err
 	}
 	p.cmd = exec.CommandContext(ctx, self, staticChildCommand, "-content-type", contentType, "-body-file", file)
-	p.cmd.SysProcAttr = childAttr()
+	p.cmd.SysProcAttr = proctest.ChildAttr()
 	p.cmd.Stderr = os.Stderr
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
 		return nil, err
@@ -103,7 +105,7 @@ func startStaticProcess(ctx context.Context, contentType string, body []byte) (_
 		return nil, fmt.Errorf("static reference: no address: %w", err)
 	}
 	p.URL = strings.TrimSpace(line)
-	return p, loopbackOnly(p.URL)
+	return p, proctest.LoopbackOnly(p.URL)
 }
 
 // close stops the child and removes its files.

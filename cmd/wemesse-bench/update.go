@@ -13,6 +13,8 @@ import (
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // The update scenario's targets.
@@ -92,7 +94,7 @@ func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, gen g
 	}
 	devices := make([]string, updateDevices)
 	for i := range devices {
-		devices[i] = randomSecret(12)
+		devices[i] = proctest.NewSecret(12)
 	}
 	path := func(i uint64) string {
 		return "/api/v1/updates/" + updateClientVersion + "?device=" + devices[i%uint64(len(devices))]
@@ -220,7 +222,7 @@ end
 // that it is the same for a few devices, so one body stands for all.
 func captureUpdate(ctx context.Context, c *http.Client, base string, path func(uint64) string) (body []byte, contentType string, err error) {
 	for i := range uint64(8) {
-		if err := loopbackOnly(base); err != nil {
+		if err := proctest.LoopbackOnly(base); err != nil {
 			return nil, "", err
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path(i), nil)

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // The upload scenario's targets.
@@ -99,7 +101,7 @@ func (u *uploadScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 	if err := findFileOfSize(filepath.Join(r.fx.dir, "uploads"), u.size); err != nil {
 		return err
 	}
-	growth := kbToMB(peak - before.rssKB)
+	growth := kbToMB(peak - before.RSSKB)
 	srvRate, refRate := float64(u.size)/srvTime.Seconds(), float64(u.size)/refTime.Seconds()
 	rep.result(resultRow{
 		scenario:  "upload, " + fmtSize(u.size),
@@ -107,7 +109,7 @@ func (u *uploadScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 		measured:  fmt.Sprintf("%s: %s", fmtDuration(srvTime), fmtMiBps(srvRate)),
 		p50:       "-",
 		p99:       "-",
-		rss:       fmt.Sprintf("+%s (%s → %s)", fmtMB(growth), fmtMB(kbToMB(before.rssKB)), fmtMB(kbToMB(peak))),
+		rss:       fmt.Sprintf("+%s (%s → %s)", fmtMB(growth), fmtMB(kbToMB(before.RSSKB)), fmtMB(kbToMB(peak))),
 		reference: fmt.Sprintf("%s: %s: net/http handler, multipart body to io.Discard", fmtDuration(refTime), fmtMiBps(refRate)),
 		ratio:     fmtRatio(srvRate / refRate),
 		checks: []rowCheck{
@@ -188,7 +190,7 @@ func (m *multipartBody) reader() io.Reader {
 // post sends the body to url and returns the time until the whole answer,
 // which must have status want, was read.
 func (m *multipartBody) post(ctx context.Context, url, secret string, want int) (time.Duration, error) {
-	if err := loopbackOnly(url); err != nil {
+	if err := proctest.LoopbackOnly(url); err != nil {
 		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, uploadTimeout)

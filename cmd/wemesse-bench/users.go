@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wemesse/server/internal/pgcluster"
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // The users scenario's targets.
@@ -113,7 +114,7 @@ func (u *usersScenario) runDB(ctx context.Context, b *bench, rep *report, kind s
 		return err
 	}
 	rep.notef("users on %s: server VmHWM since its start %s, the Argon2id hashes of the bootstrap secret and of the first admin request included; the row's peak is that of the list alone, measured after the server settled",
-		kind, fmtMB(kbToMB(max(lifetime.hwmKB, peak))))
+		kind, fmtMB(kbToMB(max(lifetime.HWMKB, peak))))
 	if cnt.rows != int64(u.users) || !cnt.complete() {
 		return fmt.Errorf("GET /api/v1/users returned %d users in %d bytes (complete array: %t), want %d", cnt.rows, cnt.bytes, cnt.complete(), u.users)
 	}
@@ -125,7 +126,7 @@ func (u *usersScenario) runDB(ctx context.Context, b *bench, rep *report, kind s
 			fmtSize(cnt.bytes)),
 		p50:       "-",
 		p99:       "-",
-		rss:       fmt.Sprintf("%s (%s before)", fmtMB(kbToMB(peak)), fmtMB(kbToMB(before.rssKB))),
+		rss:       fmt.Sprintf("%s (%s before)", fmtMB(kbToMB(peak)), fmtMB(kbToMB(before.RSSKB))),
 		reference: fmtDuration(refTime) + ": " + refTool,
 		ratio:     fmtRatio(ratio),
 		checks: []rowCheck{
@@ -223,7 +224,7 @@ func listUsers(ctx context.Context, base, admin string) (*rowCounter, time.Durat
 	ctx, cancel := context.WithTimeout(ctx, listTimeout)
 	defer cancel()
 	url := base + "/api/v1/users"
-	if err := loopbackOnly(url); err != nil {
+	if err := proctest.LoopbackOnly(url); err != nil {
 		return nil, 0, err
 	}
 	c := newClient()

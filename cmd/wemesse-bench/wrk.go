@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // wrkGenerator runs the load with wrk (Debian package wrk): a C
@@ -55,7 +57,7 @@ end
 // run sends w's requests to base for duration, rounded up to whole seconds
 // (wrk's unit).
 func (g *wrkGenerator) run(ctx context.Context, base string, w workload, duration time.Duration) (loadStats, error) {
-	if err := loopbackOnly(base); err != nil {
+	if err := proctest.LoopbackOnly(base); err != nil {
 		return loadStats{}, err
 	}
 	if w.lua == "" {

@@ -2,11 +2,10 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,16 +15,6 @@ import (
 
 	"github.com/wemesse/server/internal/dbtest"
 )
-
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // TestRun_metricsReadyAndLogs checks /metrics serves the listed series on
 // its own listener only, /readyz answers, and access lines carry the
@@ -100,40 +89,34 @@ func TestRun_metricsReadyAndLogs(t *testing.T) {
 	})
 }
 
-// slowUpload starts a multipart upload that sends size bytes of file over
-// about duration, and returns a channel with its status (0 when cut off).
+// slowUpload starts an upload of a file of size bytes sent over about
+// duration, and returns a channel with its status (0 when cut off).
 func slowUpload(s *server, secret, version string, size int, duration time.Duration) <-chan int {
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		mw.WriteField("appVersion", version)
-		w, _ := mw.CreateFormFile("tmpFile", "slow.apk")
-		chunk := strings.Repeat("s", 64<<10)
-		steps := size / len(chunk)
-		for i := 0; i < steps; i++ {
-			if _, err := io.WriteString(w, chunk); err != nil {
-				return
-			}
-			time.Sleep(duration / time.Duration(steps))
-		}
-		mw.Close()
-		pw.Close()
-	}()
 	status := make(chan int, 1)
 	go func() {
-		req, _ := http.NewRequest("POST", s.base+"/api/v1/updates", pr)
-		req.Header.Set("Content-Type", mw.FormDataContentType())
-		req.Header.Set("signature", secret)
-		resp, err := s.client.Do(req)
-		if err != nil {
-			pr.CloseWithError(err)
-			status <- 0
-			return
-		}
-		resp.Body.Close()
-		status <- resp.StatusCode
+		code, _ := postUpload(context.Background(), s, secret, version, &pacedReader{left: size, size: size, duration: duration})
+		status <- code
 	}()
 	return status
+}
+
+// pacedReader yields size bytes over about duration.
+type pacedReader struct {
+	left, size int
+	duration   time.Duration
+}
+
+func (r *pacedReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), r.left)
+	time.Sleep(r.duration * time.Duration(n) / time.Duration(r.size))
+	for i := range p[:n] {
+		p[i] = 's'
+	}
+	r.left -= n
+	return n, nil
 }
 
 // TestRun_pprof checks WEMESSE_PPROF serves Go's profiles on the metrics
@@ -193,7 +176,7 @@ func TestRun_shutdownDuringUpload(t *testing.T) {
 		if got := <-status; got == http.StatusCreated {
 			t.Fatal("an upload longer than the shutdown timeout succeeded")
 		}
-		wantTree(t, dir, "2264_01/slow.apk")
+		wantTree(t, dir, "2264_01/wemesse.apk")
 		s = startServer(t, env)
 		if _, body := get(t, s, "/api/v1/updates", secret); strings.Contains(string(body), "2264_02") {
 			t.Errorf("the cut-off upload left a row: %s", body)

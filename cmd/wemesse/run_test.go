@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"io"
 	"math/big"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -52,28 +51,6 @@ func get(tb testing.TB, s *server, path, secret string) (int, []byte) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
-}
-
-func uploadBuild(tb testing.TB, s *server, secret, version, content string) {
-	tb.Helper()
-	var body bytes.Buffer
-	mw := multipart.NewWriter(&body)
-	mw.WriteField("appVersion", version)
-	w, _ := mw.CreateFormFile("tmpFile", "wemesse.apk")
-	io.WriteString(w, content)
-	mw.Close()
-	req, _ := http.NewRequest("POST", s.base+"/api/v1/updates", &body)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.Header.Set("signature", secret)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		b, _ := io.ReadAll(resp.Body)
-		tb.Fatalf("upload: %d %s", resp.StatusCode, b)
-	}
 }
 
 var generatedSecret = regexp.MustCompile(`"signature":"([A-Za-z0-9_-]{43})"`)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
-	"mime/multipart"
 	"net/http"
 	"net/url"
 	"os"
@@ -30,33 +29,6 @@ func s3Env(tb testing.TB, dsn, bucket, prefix string) map[string]string {
 	env["WEMESSE_DATABASE_URL"] = dsn
 	env["WEMESSE_STORAGE_URL"] = "s3://" + bucket + "/" + prefix
 	return env
-}
-
-// postUpload sends a multipart upload of content as version, streamed with
-// no Content-Length, and returns the status and body.
-func postUpload(tb testing.TB, s *server, secret, version string, content []byte) (int, []byte) {
-	tb.Helper()
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		mw.WriteField("appVersion", version)
-		w, _ := mw.CreateFormFile("tmpFile", "wemesse.apk")
-		if _, err := w.Write(content); err != nil {
-			return
-		}
-		pw.CloseWithError(mw.Close())
-	}()
-	req, _ := http.NewRequest(http.MethodPost, s.base+"/api/v1/updates", pr)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.Header.Set("signature", secret)
-	resp, err := s.client.Do(req)
-	pr.Close()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
 }
 
 // download GETs path with the given headers, not following redirects.
@@ -137,7 +109,7 @@ func TestRun_objectStorage(t *testing.T) {
 		for i := range build {
 			build[i] = byte(r.Uint32())
 		}
-		if code, body := postUpload(t, s, secret, "2264_00", build); code != http.StatusCreated {
+		if code, body := postUpload(context.Background(), s, secret, "2264_00", bytes.NewReader(build)); code != http.StatusCreated {
 			t.Fatalf("upload: %d %s", code, body)
 		}
 		const key = "wemesse/builds/2264_00/wemesse.apk"
@@ -177,11 +149,11 @@ func TestRun_objectStorage(t *testing.T) {
 		// a duplicate version (409, after the whole file was staged), a file
 		// over the limit (413, after a part was stored) and a client that
 		// goes away mid-file.
-		if code, body := postUpload(t, s, secret, "2264_00", build[:5000]); code != http.StatusConflict {
+		if code, body := postUpload(context.Background(), s, secret, "2264_00", bytes.NewReader(build[:5000])); code != http.StatusConflict {
 			t.Errorf("duplicate upload: %d %s, want 409", code, body)
 		}
 		waitBucket(t, bucket, key)
-		if code, body := postUpload(t, s, secret, "2265_00", make([]byte, maxUpload+1)); code != http.StatusRequestEntityTooLarge {
+		if code, body := postUpload(context.Background(), s, secret, "2265_00", bytes.NewReader(make([]byte, maxUpload+1))); code != http.StatusRequestEntityTooLarge {
 			t.Errorf("upload over the limit: %d %s, want 413", code, body)
 		}
 		waitBucket(t, bucket, key)
@@ -271,31 +243,19 @@ func cutOffUpload(tb testing.TB, s *server, secret, version string, size int) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		mw.WriteField("appVersion", version)
-		w, _ := mw.CreateFormFile("tmpFile", "cut.apk")
-		chunk := make([]byte, 1<<20)
-		for sent := 0; sent < size; sent += len(chunk) {
-			if _, err := w.Write(chunk); err != nil {
-				return
-			}
-		}
-		// The client goes away before the end of the form. Closing the
-		// pipe too unblocks the transport, which is reading the body.
-		cancel()
-		pw.CloseWithError(context.Canceled)
-	}()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.base+"/api/v1/updates", pr)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.Header.Set("signature", secret)
-	resp, err := s.client.Do(req)
-	pr.CloseWithError(context.Canceled)
-	if err == nil {
-		resp.Body.Close()
-		tb.Fatalf("a cut-off upload got %d", resp.StatusCode)
+	// The client goes away before the end of the form.
+	file := io.MultiReader(bytes.NewReader(make([]byte, size)), goAway(cancel))
+	if code, body := postUpload(ctx, s, secret, version, file); code != 0 {
+		tb.Fatalf("a cut-off upload got %d %s", code, body)
 	}
+}
+
+// goAway is a reader that cancels the request it is the body of.
+type goAway context.CancelFunc
+
+func (g goAway) Read([]byte) (int, error) {
+	g()
+	return 0, context.Canceled
 }
 
 // TestRun_objectStorageBadConfig: a missing bucket stops the start with a

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -25,17 +24,10 @@ func TestProcess_twoServers(t *testing.T) {
 	const secret = "two-servers-secret"
 	env := s3Env(t, dbtest.Postgres(t), s3test.Bucket(t), "builds")
 	env["WEMESSE_SIGNATURE"] = secret
-	env["WEMESSE_ARGON2_MEMORY"] = "1024"
+	env["WEMESSE_ARGON2_MEMORY"] = "1024" // also for the CLI below
 	// Longer than the test's bounds, so only notifications can explain a prompt change.
 	env["WEMESSE_RELEASES_REFRESH"], env["WEMESSE_AUTH_REFRESH"] = "1m", "1m"
-	start := func() *server {
-		e := maps.Clone(env)
-		e["WEMESSE_ADDR"] = freeAddr(t)
-		e["WEMESSE_PUBLIC_URL"] = "http://" + e["WEMESSE_ADDR"] + "/uploads"
-		_, s := startProcess(t, bin, e)
-		return s
-	}
-	a, b := start(), start()
+	a, b := startProcess(t, bin, env), startProcess(t, bin, env)
 
 	content := strings.Repeat("shared build ", 100000)
 	began := time.Now()

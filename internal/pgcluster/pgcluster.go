@@ -15,8 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -27,6 +25,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // User is the superuser role initdb creates and, when the caller is root,
@@ -249,7 +249,7 @@ func New(ctx context.Context, o Options) (_ *Cluster, err error) {
 
 	var errs []error
 	for try := 1; try <= startTries; try++ {
-		if c.port, err = freePort(); err != nil {
+		if c.port, err = proctest.FreePort(); err != nil {
 			return nil, err
 		}
 		c.opts = serverOptions(c.port, c.sock, o.Settings)
@@ -263,7 +263,7 @@ func New(ctx context.Context, o Options) (_ *Cluster, err error) {
 			break
 		}
 	}
-	return nil, fmt.Errorf("%w\nserver log (tail):\n%s", errors.Join(errs...), tailFile(c.logFile, 40))
+	return nil, fmt.Errorf("%w\nserver log (tail):\n%s", errors.Join(errs...), proctest.TailFile(c.logFile, 40))
 }
 
 // tempParent returns the directory to create a temporary directory in. When
@@ -314,7 +314,7 @@ func (c *Cluster) pgCtlStart(ctx context.Context) error {
 // directory, and waits until it accepts connections.
 func (c *Cluster) Start(ctx context.Context) error {
 	if err := c.pgCtlStart(ctx); err != nil {
-		return fmt.Errorf("%w\nserver log (tail):\n%s", err, tailFile(c.logFile, 20))
+		return fmt.Errorf("%w\nserver log (tail):\n%s", err, proctest.TailFile(c.logFile, 20))
 	}
 	return nil
 }
@@ -524,33 +524,4 @@ func (w *Watchdog) Release() {
 		_ = w.cmd.Process.Kill()
 		<-done
 	}
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// tailFile returns about the last n lines of the file at path.
-func tailFile(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", path, err)
-	}
-	defer f.Close()
-	const maxBytes = 16 << 10
-	if fi, err := f.Stat(); err == nil && fi.Size() > maxBytes {
-		_, _ = f.Seek(-maxBytes, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(f)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -32,7 +32,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -49,6 +48,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // Version is the versitygw release the tests run against.
@@ -315,7 +316,7 @@ func build(dst string) error {
 	cmd.Env = append(os.Environ(), "GOBIN="+gobin, "GOFLAGS=-mod=mod", "GOWORK=off", "GO111MODULE=on")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("go install %s@%s failed: %v\n%s", module, Version, err, tail(string(out), 30))
+		return fmt.Errorf("go install %s@%s failed: %v\n%s", module, Version, err, proctest.LastLines(string(out), 30))
 	}
 	tmp := dst + ".tmp-" + randomHex(4)
 	if err := copyFile(filepath.Join(gobin, "versitygw"), tmp); err != nil {
@@ -417,7 +418,7 @@ func startGateway(bin string) (_ *gateway, err error) {
 
 // start runs the gateway once, on a port that was free a moment ago.
 func (g *gateway) start(bin string) error {
-	port, err := freePort()
+	port, err := proctest.FreePort()
 	if err != nil {
 		return err
 	}
@@ -465,7 +466,7 @@ func (g *gateway) start(bin string) error {
 	for {
 		select {
 		case <-exited:
-			return fmt.Errorf("versitygw exited while starting (%v)\nlog (tail):\n%s", cmd.ProcessState, tailFile(g.logFile, 30))
+			return fmt.Errorf("versitygw exited while starting (%v)\nlog (tail):\n%s", cmd.ProcessState, proctest.TailFile(g.logFile, 30))
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -476,7 +477,7 @@ func (g *gateway) start(bin string) error {
 		}
 		if time.Now().After(deadline) {
 			g.kill()
-			return fmt.Errorf("versitygw did not answer on %s within %v: %v\nlog (tail):\n%s", addr, startTimeout, err, tailFile(g.logFile, 30))
+			return fmt.Errorf("versitygw did not answer on %s within %v: %v\nlog (tail):\n%s", addr, startTimeout, err, proctest.TailFile(g.logFile, 30))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -570,30 +571,4 @@ func (g *gateway) stop() error {
 		g.transport.CloseIdleConnections()
 	}
 	return err
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", path, err)
-	}
-	return tail(string(b), n)
 }
