@@ -228,7 +228,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 	api := handler.NewServer(handler.Deps{
 		Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, History: a.history, Log: log, Metrics: a.metrics,
 		PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes, UpdateMaxAge: cfg.UpdateMaxAge,
-		AuthFailuresPerMinute: cfg.AuthFailuresPerMin, StallTimeout: cfg.StallTimeout, TrustedProxies: cfg.TrustedProxies,
+		AuthFailuresPerMinute: cfg.AuthFailuresPerMin, StallTimeout: cfg.StallTimeout, MinBodyRate: cfg.MinBodyRate, TrustedProxies: cfg.TrustedProxies,
 		Ready: func(ctx context.Context) error { return repository.Ping(ctx, a.db) },
 	})
 	srv := &http.Server{
@@ -243,12 +243,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 		MaxHeaderBytes:    64 << 10,
 		ConnContext:       handler.ConnContext(cfg.StallTimeout),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSConfig:         serverTLS(),
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	ln = handler.LimitConnections(ln, cfg.MaxConnections, log)
 	errc := make(chan error, 1)
 	go func() {
 		if cfg.TLSCert != "" {
@@ -381,4 +382,21 @@ func formatTime(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// serverTLS is the API's TLS configuration: TLS 1.2 or later, and on TLS 1.2
+// only suites with forward secrecy and authenticated encryption (no CBC,
+// whose padding has been attacked again and again). TLS 1.3 has no others.
+func serverTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+	}
 }

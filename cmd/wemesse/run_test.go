@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -11,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -205,6 +207,34 @@ func TestRun_TLS(t *testing.T) {
 	}
 }
 
+// TestRun_TLSRefusesCBC: on TLS 1.2 only AEAD suites are served.
+func TestRun_TLSRefusesCBC(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	s := startServer(t, map[string]string{"WEMESSE_TLS_CERT": certFile, "WEMESSE_TLS_KEY": keyFile}, client)
+	addr := strings.TrimPrefix(s.base, "https://")
+	for _, tt := range []struct {
+		name   string
+		suites []uint16
+		ok     bool
+	}{
+		{"CBC", []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+			tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA,
+		}, false},
+		{"GCM", []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}, true},
+	} {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12, CipherSuites: tt.suites})
+		if err == nil {
+			conn.Close()
+		}
+		if (err == nil) != tt.ok {
+			t.Errorf("TLS 1.2 with only %s suites: err %v, want success %v", tt.name, err, tt.ok)
+		}
+	}
+}
+
 func TestRun_badConfig(t *testing.T) {
 	for _, env := range []map[string]string{
 		{"WEMESSE_MAX_UPLOAD_BYTES": "lots"},
@@ -253,4 +283,58 @@ func selfSigned(tb testing.TB) (certFile, keyFile string, pool *x509.CertPool) {
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
+}
+
+// TestRun_maxConnections: past WEMESSE_MAX_CONNECTIONS open connections, a
+// new one is closed unanswered; once one closes, the next is served.
+func TestRun_maxConnections(t *testing.T) {
+	const max = 3
+	s := startServer(t, map[string]string{"WEMESSE_MAX_CONNECTIONS": fmt.Sprint(max)})
+	s.client.CloseIdleConnections() // startServer's own
+	addr := strings.TrimPrefix(s.base, "http://")
+	// healthz opens a connection and reports whether it was answered; the
+	// connection stays open (keep-alive) unless the server closed it.
+	healthz := func() (net.Conn, bool) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return conn, false
+		}
+		resp.Body.Close()
+		return conn, resp.StatusCode == http.StatusOK
+	}
+	// The server may not have seen startServer's connection close yet.
+	var open []net.Conn
+	for start := time.Now(); len(open) < max; {
+		conn, ok := healthz()
+		if ok {
+			open = append(open, conn)
+			continue
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("only %d connections of %d were served", len(open), max)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, ok := healthz(); ok {
+		t.Fatalf("connection %d was served with WEMESSE_MAX_CONNECTIONS=%d", max+1, max)
+	}
+	open[0].Close()
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		conn, ok := healthz()
+		if ok {
+			break
+		}
+		conn.Close()
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("no connection served after one of the open ones closed")
+		}
+	}
 }

@@ -30,6 +30,8 @@ type Config struct {
 	MetricsAddr     string         // WEMESSE_METRICS_ADDR: listener for /metrics; empty: off
 	Pprof           bool           // WEMESSE_PPROF: Go's profiles at /debug/pprof/ on the metrics listener
 	StallTimeout    time.Duration  // WEMESSE_STALL_TIMEOUT: drop a request that makes no progress this long
+	MinBodyRate     int64          // WEMESSE_MIN_BODY_RATE: bytes/s a request body must average; 0: none
+	MaxConnections  int            // WEMESSE_MAX_CONNECTIONS: connections open at once; more are refused
 	DeviceWriters   int            // WEMESSE_DEVICE_WRITERS: concurrent device-session writers
 	DeviceBatch     int            // WEMESSE_DEVICE_BATCH: most device sessions per transaction
 	StorageURL      string         // WEMESSE_STORAGE_URL: s3://bucket/prefix selects object storage; empty: WEMESSE_UPLOAD_DIR
@@ -79,7 +81,7 @@ var Variables = []string{
 	"WEMESSE_ARGON2_WAIT", "WEMESSE_AUTH_CACHE_SIZE", "WEMESSE_AUTH_CACHE_TTL", "WEMESSE_AUTH_REFRESH",
 	"WEMESSE_AUTH_FAILURES_PER_MINUTE", "WEMESSE_READ_HEADER_TIMEOUT", "WEMESSE_IDLE_TIMEOUT",
 	"WEMESSE_SHUTDOWN_TIMEOUT", "WEMESSE_UPDATE_MAX_AGE", "WEMESSE_RELEASES_REFRESH", "WEMESSE_METRICS_ADDR",
-	"WEMESSE_STALL_TIMEOUT", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH", "WEMESSE_STORAGE_URL",
+	"WEMESSE_STALL_TIMEOUT", "WEMESSE_MIN_BODY_RATE", "WEMESSE_MAX_CONNECTIONS", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH", "WEMESSE_STORAGE_URL",
 	"WEMESSE_STORAGE_REDIRECT", "WEMESSE_TRUSTED_PROXIES", "WEMESSE_PPROF", "WEMESSE_HISTORY_REFRESH",
 	"WEMESSE_SESSION_IDLE", "WEMESSE_SESSION_MAX",
 }
@@ -102,6 +104,8 @@ func Load(getenv func(string) string) (Config, error) {
 		MetricsAddr:     getenv("WEMESSE_METRICS_ADDR"),
 		Pprof:           p.bool("WEMESSE_PPROF"),
 		StallTimeout:    p.duration("WEMESSE_STALL_TIMEOUT", 30*time.Second),
+		MinBodyRate:     p.int64("WEMESSE_MIN_BODY_RATE", 1024, 0, 1<<40),
+		MaxConnections:  int(p.int64("WEMESSE_MAX_CONNECTIONS", 10000, 1, 10_000_000)),
 		DeviceWriters:   int(p.int64("WEMESSE_DEVICE_WRITERS", 1, 0, 64)),
 		DeviceBatch:     int(p.int64("WEMESSE_DEVICE_BATCH", 256, 1, 1000)),
 		StorageURL:      getenv("WEMESSE_STORAGE_URL"),

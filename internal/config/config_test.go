@@ -31,6 +31,8 @@ func defaults() config.Config {
 		UpdateMaxAge:    time.Minute,
 		ReleasesRefresh: time.Second,
 		StallTimeout:    30 * time.Second,
+		MinBodyRate:     1024,
+		MaxConnections:  10000,
 		DeviceWriters:   1,
 		DeviceBatch:     256,
 		HistoryRefresh:  time.Minute,

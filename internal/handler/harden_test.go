@@ -1,8 +1,13 @@
 package handler_test
 
 import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -136,6 +141,85 @@ func TestHeaders(t *testing.T) {
 		}
 		if got := resp.Header.Get("Cache-Control"); tt.noStore && got != "no-store" {
 			t.Errorf("%s: Cache-Control %q, want no-store", tt.name, got)
+		}
+	}
+}
+
+// rawRequest sends head on a new connection and returns it with a reader
+// of what comes back.
+func (ts *testServer) rawRequest(head string) (net.Conn, *bufio.Reader) {
+	ts.tb.Helper()
+	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		ts.tb.Fatal(err)
+	}
+	ts.tb.Cleanup(func() { conn.Close() })
+	if _, err := fmt.Fprint(conn, head); err != nil {
+		ts.tb.Fatal(err)
+	}
+	return conn, bufio.NewReader(conn)
+}
+
+// TestConnections_slowBodyIsDropped: a body that trickles just often
+// enough to show progress is dropped once it falls behind the minimum rate.
+func TestConnections_slowBodyIsDropped(t *testing.T) {
+	const stall = time.Second
+	ts := newTestServer(t, dbtest.SQLite(t), func(d *handler.Deps, _ *service.SignaturesConfig) {
+		d.StallTimeout, d.MinBodyRate = stall, 1000
+	})
+	conn, br := ts.rawRequest("POST /api/v1/users HTTP/1.1\r\nHost: x\r\nSignature: " + ts.client +
+		"\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
+	// Ten bytes every stall/5: progress all along, at 50 bytes a second.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(stall / 5):
+				if _, err := conn.Write([]byte("          ")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	// The rule drops it after about one stall; the trickle alone would
+	// last twenty minutes.
+	conn.SetReadDeadline(time.Now().Add(8 * stall))
+	resp, err := http.ReadResponse(br, nil)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("status %d, want 400", resp.StatusCode)
+		}
+		_, err = br.ReadByte() // then the connection closes
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a body trickled at 50 bytes/s was still read after %v", 8*stall)
+	}
+}
+
+// TestConnections_refusedBodyIsNotAwaited: a request refused by the
+// signature check gets its 401 at once and its connection closed, without
+// waiting for the body it declared and never sends.
+func TestConnections_refusedBodyIsNotAwaited(t *testing.T) {
+	const stall = 10 * time.Second
+	ts := newTestServer(t, dbtest.SQLite(t), func(d *handler.Deps, _ *service.SignaturesConfig) { d.StallTimeout = stall })
+	for _, secret := range []string{"", "wrong"} {
+		conn, br := ts.rawRequest("POST /api/v1/users HTTP/1.1\r\nHost: x\r\nSignature: " + secret +
+			"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+		conn.SetReadDeadline(time.Now().Add(stall / 2))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("secret %q: no answer within %v: %v", secret, stall/2, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("secret %q: status %d, want 401", secret, resp.StatusCode)
+		}
+		if _, err := br.ReadByte(); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("secret %q: the connection stayed open after the 401", secret)
 		}
 	}
 }

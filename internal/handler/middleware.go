@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -206,6 +207,7 @@ func (a *authenticator) require(role string) func(http.Handler) http.Handler {
 				return
 			}
 			if sig.Role != model.RoleAdmin && sig.Role != role {
+				refuseBody(w, r)
 				fail(w, r, a.log, model.Errorf(model.Forbidden, "This signature may not call this endpoint; it needs the admin role."))
 				return
 			}
@@ -220,6 +222,25 @@ func (a *authenticator) require(role string) func(http.Handler) http.Handler {
 // passes even from such an address, so an attacker sharing a NAT with real
 // clients does not lock them out.
 func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, secret string) (model.Signature, bool) {
+	sig, ok := a.check(w, r, secret)
+	if !ok {
+		refuseBody(w, r)
+	}
+	return sig, ok
+}
+
+// refuseBody makes sure the body of a refused request is never read: net/http
+// would otherwise wait for up to 256 KiB of it before answering, for as long
+// as the read deadline allows, to keep the connection. The connection is
+// closed after the answer instead.
+func refuseBody(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+}
+
+// check is authenticate without refuseBody.
+func (a *authenticator) check(w http.ResponseWriter, r *http.Request, secret string) (model.Signature, bool) {
 	ip := clientIP(r)
 	// OnLimit counts failures up to the limit, so reaching it is the signal.
 	if _, rate, _ := a.failures.Status(ip); rate >= float64(a.maxFailures) {
@@ -286,7 +307,12 @@ func (discardHeaders) WriteHeader(int)             {}
 // drained, so a client reading less than that per stall can be dropped
 // while it reads; the kernel counts acknowledgements. HTTP/2 streams share
 // their connection and keep their own write deadlines.
-func progressDeadlines(stall time.Duration, log *slog.Logger) func(http.Handler) http.Handler {
+//
+// A body must also keep up an average of minRate bytes a second (0: no
+// minimum) from its first bytes, with one stall of slack: one that trickles
+// a byte just often enough to show progress is dropped once it is behind by
+// more than that (errBodyTooSlow), and its connection with it.
+func progressDeadlines(stall time.Duration, minRate int64, log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if stall <= 0 {
 			return next
@@ -300,8 +326,8 @@ func progressDeadlines(stall time.Duration, log *slog.Logger) func(http.Handler)
 			}
 			p := &progressWriter{ResponseWriter: w, stall: stall, kernelWrites: kernel}
 			if hasBody {
-				p.moveRead()
-				r.Body = &progressReader{ReadCloser: r.Body, p: p}
+				p.moveRead(time.Time{})
+				r.Body = &progressReader{ReadCloser: r.Body, p: p, minRate: minRate}
 			}
 			if kernel {
 				next.ServeHTTP(w, r)
@@ -375,10 +401,15 @@ func (p *progressWriter) moveWrite() {
 	}
 }
 
-// moveRead moves the read deadline like moveWrite.
-func (p *progressWriter) moveRead() {
+// moveRead moves the read deadline like moveWrite, but no later than
+// limit unless that is zero.
+func (p *progressWriter) moveRead(limit time.Time) {
 	if t, ok := p.read.due(p.stall / 8); ok {
-		_ = http.NewResponseController(p.ResponseWriter).SetReadDeadline(t.Add(p.stall))
+		t = t.Add(p.stall)
+		if !limit.IsZero() && limit.Before(t) {
+			t = limit
+		}
+		_ = http.NewResponseController(p.ResponseWriter).SetReadDeadline(t)
 	}
 }
 
@@ -392,17 +423,48 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (p *progressWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 
+// progressReader moves its request's deadlines as the body is read, and
+// holds the body to its minimum rate.
 type progressReader struct {
 	io.ReadCloser
-	p *progressWriter
+	p       *progressWriter
+	minRate int64     // bytes a second; 0: none
+	first   time.Time // when the first bytes arrived
+	got     int64     // bytes read
+	err     error     // errBodyTooSlow once the body fell behind
 }
 
+// errBodyTooSlow fails the read of a body that fell behind its minimum
+// rate (WEMESSE_MIN_BODY_RATE).
+var errBodyTooSlow = errors.New("the request body arrives too slowly")
+
 func (r *progressReader) Read(b []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
 	n, err := r.ReadCloser.Read(b)
 	if n > 0 {
+		var limit time.Time
+		if r.minRate > 0 {
+			now := time.Now()
+			if r.first.IsZero() {
+				r.first = now
+			}
+			r.got += int64(n)
+			// The moment the average, with its slack, falls below the
+			// minimum unless more arrives.
+			limit = r.first.Add(r.p.stall + time.Duration(float64(r.got)/float64(r.minRate)*float64(time.Second)))
+			if now.After(limit) {
+				r.err = errBodyTooSlow
+				// Whatever else the client sends is not waited for:
+				// net/http then closes the connection rather than drain it.
+				_ = http.NewResponseController(r.p.ResponseWriter).SetReadDeadline(now)
+				return 0, r.err
+			}
+		}
 		// Reading moves the write deadline too: the response to a long
 		// upload is written only after its body is read.
-		r.p.moveRead()
+		r.p.moveRead(limit)
 		r.p.moveWrite()
 	}
 	return n, err

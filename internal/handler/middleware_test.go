@@ -128,7 +128,7 @@ var stallModes = []struct {
 // connections guarded by the kernel when kernel is set, as the server's are.
 func stallServer(t *testing.T, stall time.Duration, kernel bool, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(progressDeadlines(stall, slog.New(slog.DiscardHandler))(h))
+	srv := httptest.NewUnstartedServer(progressDeadlines(stall, 0, slog.New(slog.DiscardHandler))(h))
 	if kernel {
 		srv.Config.ConnContext = ConnContext(stall)
 	}
@@ -209,7 +209,7 @@ func TestProgressDeadlines_kernelGuardedWrites(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var writes, reads bool
-			h := progressDeadlines(time.Second, slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := progressDeadlines(time.Second, 0, slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_, writes = w.(*progressWriter)
 				_, reads = r.Body.(*progressReader)
 			}))

@@ -63,6 +63,8 @@ func decode[T any](w http.ResponseWriter, r *http.Request) (T, error) {
 	var tooLarge *http.MaxBytesError
 	var typeErr *json.UnmarshalTypeError
 	switch {
+	case errors.Is(err, errBodyTooSlow):
+		return v, model.Errorf(model.Invalid, "The body arrived too slowly.")
 	case errors.As(err, &tooLarge):
 		return v, model.Errorf(model.TooLarge, "The body is larger than %d bytes.", maxJSONBytes)
 	case errors.As(err, &typeErr) && typeErr.Field != "":

@@ -35,6 +35,9 @@ type Deps struct {
 	// StallTimeout drops a request whose body or response makes no progress
 	// for this long: a slow phone is served, a stalled one is not.
 	StallTimeout time.Duration
+	// MinBodyRate, in bytes a second, is the least average rate at which a
+	// request body must arrive, with StallTimeout of slack; 0: no minimum.
+	MinBodyRate int64
 	// Ready reports whether the database answers, for /readyz.
 	Ready func(ctx context.Context) error
 	// Metrics records requests; nil records nothing.
@@ -55,7 +58,7 @@ func NewServer(d Deps) http.Handler {
 	r.Use(middleware.GetHead)
 	r.Use(accessLog(d.Log, d.Metrics))
 	r.Use(recoverJSON(d.Log))
-	r.Use(progressDeadlines(d.StallTimeout, d.Log))
+	r.Use(progressDeadlines(d.StallTimeout, d.MinBodyRate, d.Log))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, d.Log, model.Errorf(model.NotFound, "No such endpoint: %s %s.", r.Method, r.URL.Path))
 	})

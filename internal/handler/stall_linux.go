@@ -12,8 +12,12 @@ import (
 // unacknowledged, or unsent behind a zero window, for d (TCP_USER_TIMEOUT).
 // It reports whether c is a TCP connection that took the option.
 func setUserTimeout(c net.Conn, d time.Duration) bool {
-	if tc, ok := c.(interface{ NetConn() net.Conn }); ok { // *tls.Conn
-		c = tc.NetConn()
+	for { // *tls.Conn, a connection of LimitConnections
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = w.NetConn()
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
