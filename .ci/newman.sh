@@ -133,6 +133,8 @@ run_one() {
 	export WEMESSE_PUBLIC_URL="$base/uploads"
 	export WEMESSE_MIRROR_URL="https://mirror.wemesse.invalid/uploads"
 	export WEMESSE_SIGNATURE="$admin"
+	"$wemesse" answer-key create >"$dir/answer-key.pem"
+	export WEMESSE_ANSWER_KEY_FILE="$dir/answer-key.pem"
 	(cd "$dir" && exec "$wemesse" serve) >"$dir/server.log" 2>&1 &
 	server_pid=$!
 

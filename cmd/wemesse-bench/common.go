@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/wemesse/server/internal/httpsig"
 	"github.com/wemesse/server/internal/proctest"
 )
 
@@ -43,9 +47,23 @@ func (b *bench) newRig(ctx context.Context, rep *report, kind, scenario string, 
 	if b.source != "" {
 		src = " (built from git " + b.source + ")"
 	}
-	rep.setupf("server: %s%s, a child process on 127.0.0.1 per scenario and database (two in the device scenario), each on a database of its own: a SQLite file in a temp dir or a new database on the PostgreSQL cluster; uploads in a temp dir on the same disk; WEMESSE_LOG_LEVEL=error, every other setting its default%s",
+	rep.setupf("server: %s%s, a child process on 127.0.0.1 per scenario and database (two in the device scenario), each on a database of its own: a SQLite file in a temp dir or a new database on the PostgreSQL cluster; uploads in a temp dir on the same disk; WEMESSE_LOG_LEVEL=error, WEMESSE_ANSWER_KEY_FILE a new Ed25519 key (update answers signed), every other setting its default%s",
 		bin, src, setSuffix(b.opts.serverEnv))
 	rep.setupf("server peak RSS: VmHWM of the server process, reset (/proc/PID/clear_refs) at the start of each measured run, after the server settled: light unsigned traffic until VmRSS stops falling, so that the Argon2id garbage of a secret's first check (64 MiB) is not counted")
+	// Every server signs its update answers, as production servers should.
+	keyFile := filepath.Join(fx.dir, "answer-key.pem")
+	key, err := httpsig.NewKeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		return nil, err
+	}
+	env = maps.Clone(env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	env["WEMESSE_ANSWER_KEY_FILE"] = keyFile
 	b.logf("%s on %s: starting the server", scenario, kind)
 	if r.srv, err = b.startServer(ctx, fx.spec(bin, r.admin, env)); err != nil {
 		return nil, err

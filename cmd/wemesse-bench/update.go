@@ -241,6 +241,9 @@ func captureUpdate(ctx context.Context, c *http.Client, base string, path func(u
 		if resp.StatusCode != http.StatusOK {
 			return nil, "", fmt.Errorf("update check: status %d: %s", resp.StatusCode, b)
 		}
+		if resp.Header.Get("Signature") == "" {
+			return nil, "", errors.New("update check: the answer is not signed; the row must include signing")
+		}
 		if i == 0 {
 			body, contentType = b, resp.Header.Get("Content-Type")
 		} else if !bytes.Equal(b, body) {

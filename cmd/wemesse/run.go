@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"text/tabwriter"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/wemesse/server/internal/config"
 	"github.com/wemesse/server/internal/handler"
+	"github.com/wemesse/server/internal/httpsig"
 	"github.com/wemesse/server/internal/metrics"
 	"github.com/wemesse/server/internal/repository"
 	"github.com/wemesse/server/internal/service"
@@ -33,6 +35,7 @@ const usage = `usage:
   wemesse signature create [--role admin|client]  store a new signature and print its secret
   wemesse signature list                       list signatures (id, role, created, last used)
   wemesse signature revoke ID                  delete a signature
+  wemesse answer-key create                    print a new Ed25519 key (PKCS#8 PEM) for signing update answers
 Settings come from WEMESSE_* environment variables and a .env file.`
 
 // run is the whole program, with its environment passed in so tests can
@@ -52,6 +55,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, cfg, log, getenv)
 	case "signature":
 		return signatureCommand(ctx, cfg, log, args, stdout, getenv)
+	case "answer-key":
+		if len(args) != 1 || args[0] != "create" {
+			return errors.New("answer-key: want create\n" + usage)
+		}
+		key, err := httpsig.NewKeyPEM()
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(key)
+		return err
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -174,6 +187,16 @@ func tuneGC(cfg config.Config, getenv func(string) string, log *slog.Logger) {
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(string) string) error {
 	log.Info("starting", "config", cfg)
 	tuneGC(cfg, getenv, log)
+	signer, keys, err := answerKeys(cfg)
+	if err != nil {
+		return err
+	}
+	if signer == nil {
+		log.Warn("Update answers are not signed: WEMESSE_ANSWER_KEY_FILE is not set.")
+	} else {
+		log.Info("update answers are signed", "kid", signer.KeyID(), "published_keys", len(keys))
+	}
+
 	a, err := open(ctx, cfg, log, getenv)
 	if err != nil {
 		return err
@@ -228,6 +251,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 	api := handler.NewServer(handler.Deps{
 		Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, History: a.history, Log: log, Metrics: a.metrics,
 		PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes, UpdateMaxAge: cfg.UpdateMaxAge,
+		AnswerSigner: signer, AnswerKeys: keys,
 		AuthFailuresPerMinute: cfg.AuthFailuresPerMin, StallTimeout: cfg.StallTimeout, MinBodyRate: cfg.MinBodyRate, TrustedProxies: cfg.TrustedProxies,
 		Ready: func(ctx context.Context) error { return repository.Ping(ctx, a.db) },
 	})
@@ -300,6 +324,34 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// answerKeys loads the key that signs update answers and the retired ones,
+// and returns its signer (nil without a current key) and every key to
+// publish, the current first.
+func answerKeys(cfg config.Config) (*httpsig.Signer, []httpsig.Key, error) {
+	var keys []httpsig.Key
+	var signer *httpsig.Signer
+	if cfg.AnswerKeyFile != "" {
+		k, err := httpsig.LoadKeyFile(cfg.AnswerKeyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("WEMESSE_ANSWER_KEY_FILE: %w", err)
+		}
+		if signer, err = httpsig.NewSigner(k, cfg.AnswerTTL); err != nil {
+			return nil, nil, fmt.Errorf("WEMESSE_ANSWER_KEY_FILE: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	for _, f := range cfg.AnswerKeysRetired {
+		k, err := httpsig.LoadKeyFile(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("WEMESSE_ANSWER_KEYS_RETIRED: %w", err)
+		}
+		if !slices.ContainsFunc(keys, func(o httpsig.Key) bool { return o.ID == k.ID }) {
+			keys = append(keys, httpsig.Key{ID: k.ID, Public: k.Public})
+		}
+	}
+	return signer, keys, nil
 }
 
 // serveMetrics serves /metrics, and Go's profiles at /debug/pprof/ when

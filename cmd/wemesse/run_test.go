@@ -240,6 +240,9 @@ func TestRun_badConfig(t *testing.T) {
 		{"WEMESSE_MAX_UPLOAD_BYTES": "lots"},
 		{"WEMESSE_TLS_CERT": "cert.pem"},
 		{"WEMESSE_PUBLIC_URL": "not a url"},
+		{"WEMESSE_ANSWER_TTL": "1m"},
+		{"WEMESSE_ANSWER_KEY_FILE": filepath.Join(t.TempDir(), "missing.pem")},
+		{"WEMESSE_ANSWER_KEY_FILE": publicKeyFile(t)},
 	} {
 		err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
 		if err == nil {
@@ -249,6 +252,21 @@ func TestRun_badConfig(t *testing.T) {
 	if err := run(context.Background(), []string{"frobnicate"}, func(string) string { return "" }, io.Discard, io.Discard); err == nil {
 		t.Error("an unknown command succeeded")
 	}
+}
+
+// publicKeyFile writes an Ed25519 public key, which cannot sign.
+func publicKeyFile(tb testing.TB) string {
+	tb.Helper()
+	_, k := answerKeyFile(tb, "private.pem")
+	der, err := x509.MarshalPKIXPublicKey(k.Public)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(tb.TempDir(), "public.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
 }
 
 // selfSigned writes a certificate for 127.0.0.1 and its key.

@@ -42,6 +42,10 @@ type Config struct {
 	SessionMax      time.Duration  // WEMESSE_SESSION_MAX: a console session ends this long after login
 	LogLevel        slog.Level
 
+	AnswerKeyFile     string        // WEMESSE_ANSWER_KEY_FILE: PEM of the key that signs update answers; empty: unsigned
+	AnswerKeysRetired []string      // WEMESSE_ANSWER_KEYS_RETIRED: PEM files of older keys, still published
+	AnswerTTL         time.Duration // WEMESSE_ANSWER_TTL: how long an answer's signature stays valid
+
 	Argon2 Argon2 // parameters for new hashes
 
 	// Verification cache and bounded hashing (see service.Signatures).
@@ -72,6 +76,10 @@ const (
 	MaxArgon2Parallel   = 16
 )
 
+// MinAnswerTTL is the shortest WEMESSE_ANSWER_TTL: a signature must outlive
+// the minute between its renewals, with room for clients' clocks.
+const MinAnswerTTL = 5 * time.Minute
+
 // Variables lists every environment variable the server reads.
 var Variables = []string{
 	"WEMESSE_ADDR", "WEMESSE_DATABASE_URL", "WEMESSE_UPLOAD_DIR", "WEMESSE_PUBLIC_URL",
@@ -84,6 +92,7 @@ var Variables = []string{
 	"WEMESSE_STALL_TIMEOUT", "WEMESSE_MIN_BODY_RATE", "WEMESSE_MAX_CONNECTIONS", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH", "WEMESSE_STORAGE_URL",
 	"WEMESSE_STORAGE_REDIRECT", "WEMESSE_TRUSTED_PROXIES", "WEMESSE_PPROF", "WEMESSE_HISTORY_REFRESH",
 	"WEMESSE_SESSION_IDLE", "WEMESSE_SESSION_MAX",
+	"WEMESSE_ANSWER_KEY_FILE", "WEMESSE_ANSWER_KEYS_RETIRED", "WEMESSE_ANSWER_TTL",
 }
 
 // Load reads the configuration through getenv and checks it.
@@ -129,6 +138,9 @@ func Load(getenv func(string) string) (Config, error) {
 		IdleTimeout:        p.duration("WEMESSE_IDLE_TIMEOUT", 120*time.Second),
 		ShutdownTimeout:    p.duration("WEMESSE_SHUTDOWN_TIMEOUT", 30*time.Second),
 	}
+	c.AnswerKeyFile = getenv("WEMESSE_ANSWER_KEY_FILE")
+	c.AnswerKeysRetired = p.list("WEMESSE_ANSWER_KEYS_RETIRED")
+	c.AnswerTTL = p.duration("WEMESSE_ANSWER_TTL", 24*time.Hour)
 	c.MirrorURL = strings.TrimRight(p.str("WEMESSE_MIRROR_URL", c.PublicURL), "/")
 	if err := c.LogLevel.UnmarshalText([]byte(p.str("WEMESSE_LOG_LEVEL", "info"))); err != nil {
 		p.fail("WEMESSE_LOG_LEVEL must be debug, info, warn or error")
@@ -146,6 +158,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if c.Pprof && c.MetricsAddr == "" {
 		p.fail("WEMESSE_PPROF needs WEMESSE_METRICS_ADDR: profiles are served on the metrics listener only")
+	}
+	if c.AnswerTTL < MinAnswerTTL {
+		p.fail(fmt.Sprintf("WEMESSE_ANSWER_TTL must be at least %s: signatures are renewed about every minute", MinAnswerTTL))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		p.fail("WEMESSE_TLS_CERT and WEMESSE_TLS_KEY must be set together")
@@ -184,6 +199,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("tls", c.TLSCert != ""),
 		slog.String("default_abi", c.DefaultABI),
 		slog.Int("argon2_concurrency", c.Argon2Concurrency),
+		slog.String("answer_key_file", c.AnswerKeyFile),
+		slog.Int("answer_keys_retired", len(c.AnswerKeysRetired)),
+		slog.Duration("answer_ttl", c.AnswerTTL),
 	)
 }
 
@@ -229,6 +247,17 @@ func (p *parser) int64(name string, def, lo, hi int64) int64 {
 		return def
 	}
 	return n
+}
+
+// list reads a comma-separated list, dropping empty items.
+func (p *parser) list(name string) []string {
+	var out []string
+	for _, f := range strings.Split(p.getenv(name), ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // prefixes reads a comma-separated list of CIDR prefixes or addresses.

@@ -53,6 +53,7 @@ func defaults() config.Config {
 		ReadHeaderTimeout:  10 * time.Second,
 		IdleTimeout:        120 * time.Second,
 		ShutdownTimeout:    30 * time.Second,
+		AnswerTTL:          24 * time.Hour,
 	}
 }
 
@@ -64,6 +65,13 @@ func TestLoad(t *testing.T) {
 		wantPG bool
 	}{
 		{name: "defaults", want: func(*config.Config) {}},
+		{
+			name: "answer_keys",
+			env:  map[string]string{"WEMESSE_ANSWER_KEY_FILE": "new.pem", "WEMESSE_ANSWER_KEYS_RETIRED": " old.pem, ,older.pem", "WEMESSE_ANSWER_TTL": "1h"},
+			want: func(c *config.Config) {
+				c.AnswerKeyFile, c.AnswerKeysRetired, c.AnswerTTL = "new.pem", []string{"old.pem", "older.pem"}, time.Hour
+			},
+		},
 		{
 			name: "mirror_url_defaults_to_public_url",
 			env:  map[string]string{"WEMESSE_PUBLIC_URL": "https://updates.example.com/uploads"},
@@ -205,6 +213,7 @@ func TestLoad_errors(t *testing.T) {
 		env   map[string]string
 		names string // the variable the message must name
 	}{
+		{"answer_ttl_too_short", map[string]string{"WEMESSE_ANSWER_TTL": "4m"}, "WEMESSE_ANSWER_TTL"},
 		{"max_upload_not_a_number", map[string]string{"WEMESSE_MAX_UPLOAD_BYTES": "1GB"}, "WEMESSE_MAX_UPLOAD_BYTES"},
 		{"max_upload_fraction", map[string]string{"WEMESSE_MAX_UPLOAD_BYTES": "1.5"}, "WEMESSE_MAX_UPLOAD_BYTES"},
 		{"max_upload_zero", map[string]string{"WEMESSE_MAX_UPLOAD_BYTES": "0"}, "WEMESSE_MAX_UPLOAD_BYTES"},

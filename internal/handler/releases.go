@@ -15,10 +15,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/wemesse/server/internal/httpsig"
 	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/service"
 )
@@ -63,11 +65,13 @@ func fileURL(base, key string) string {
 
 // handleUpdateCheck answers GET /api/v1/updates/{version}?device=ID. The
 // answer may be cached for maxAge; its ETag changes with any upload, edit or
-// yank, and If-None-Match gets 304.
-func handleUpdateCheck(releases *service.Releases, mirrorURL string, maxAge time.Duration, log *slog.Logger) http.HandlerFunc {
+// yank, and If-None-Match gets 304. With a signer, a 200 carries
+// Content-Digest and an RFC 9421 signature; a 304 refers to the signed
+// answer the client holds.
+func handleUpdateCheck(releases *service.Releases, mirrorURL string, maxAge time.Duration, signer *httpsig.Signer, log *slog.Logger) http.HandlerFunc {
 	cacheControl := []string{fmt.Sprintf("public, max-age=%d", int(maxAge.Seconds()))}
 	jsonType := []string{"application/json; charset=utf-8"}
-	var answers answerCache
+	answers := answerCache{signer: signer}
 	return func(w http.ResponseWriter, r *http.Request) {
 		rel, tag, err := releases.Check(r.Context(), chi.URLParam(r, "version"), queryValue(r.URL.RawQuery, "device"))
 		if err != nil {
@@ -86,17 +90,22 @@ func handleUpdateCheck(releases *service.Releases, mirrorURL string, maxAge time
 			return
 		}
 		h["Content-Type"] = jsonType
+		if st := answers.signed(a); st != nil {
+			h["Content-Digest"], h["Signature-Input"], h["Signature"] = a.digest, st.input, st.signature
+		}
 		w.WriteHeader(http.StatusOK)
 		w.Write(a.body)
 	}
 }
 
 // answerCache keeps the encoded answers of the update check: every client
-// on one version asks the same question, so each answer is encoded once
-// per state of the releases rather than once per request.
+// on one version asks the same question, so each answer is encoded, and
+// signed, once per state of the releases rather than once per request.
 type answerCache struct {
+	signer *httpsig.Signer // nil: answers go unsigned
+
 	mu sync.RWMutex
-	m  map[answerKey]answer
+	m  map[answerKey]*answer
 }
 
 // answerKey is everything an encoded answer depends on.
@@ -108,14 +117,33 @@ type answerKey struct {
 }
 
 type answer struct {
-	etag []string
-	body []byte
+	etag   []string
+	body   []byte
+	digest []string // Content-Digest
+
+	stamp     atomic.Pointer[stamp] // the latest signature; nil unsigned
+	resigning atomic.Bool
 }
+
+// stamp is one signature of an answer, as header values.
+type stamp struct {
+	created          time.Time
+	input, signature []string
+}
+
+// Signatures are renewed so that created is never more than maxStampAge
+// old when sent: in the background once one is resignAfter old, so that
+// under traffic no request waits for Ed25519; by the request itself only
+// when the answer went unasked for that long.
+const (
+	resignAfter = 20 * time.Second
+	maxStampAge = 50 * time.Second
+)
 
 // maxAnswers bounds the cache; counters that move make old keys dead.
 const maxAnswers = 1024
 
-func (c *answerCache) get(rel model.Release, tag, base string) (answer, error) {
+func (c *answerCache) get(rel model.Release, tag, base string) (*answer, error) {
 	k := answerKey{tag, rel.ID, rel.Skipped, rel.Uploads, rel.Downloads}
 	c.mu.RLock()
 	a, ok := c.m[k]
@@ -125,17 +153,50 @@ func (c *answerCache) get(rel model.Release, tag, base string) (answer, error) {
 	}
 	body, err := json.Marshal(toReleaseResponse(rel, base))
 	if err != nil {
-		return answer{}, err
+		return nil, err
 	}
+	body = append(body, '\n')
 	// Weak: the counters in the body may move without the answer changing.
-	a = answer{etag: []string{fmt.Sprintf(`W/"%s-%d-%t"`, tag, rel.ID, rel.Skipped)}, body: append(body, '\n')}
+	a = &answer{etag: []string{fmt.Sprintf(`W/"%s-%d-%t"`, tag, rel.ID, rel.Skipped)}, body: body}
+	if c.signer != nil {
+		a.digest = []string{httpsig.ContentDigest(body)}
+		c.sign(a)
+	}
 	c.mu.Lock()
 	if len(c.m) >= maxAnswers || c.m == nil {
-		c.m = make(map[answerKey]answer)
+		c.m = make(map[answerKey]*answer)
 	}
 	c.m[k] = a
 	c.mu.Unlock()
 	return a, nil
+}
+
+// sign stamps a with a new signature.
+func (c *answerCache) sign(a *answer) *stamp {
+	s := c.signer.Sign(http.StatusOK, a.digest[0], time.Now())
+	st := &stamp{created: s.Created, input: []string{s.SignatureInput}, signature: []string{s.Signature}}
+	a.stamp.Store(st)
+	return st
+}
+
+// signed returns a's signature, renewed as resignAfter and maxStampAge
+// say; nil when answers go unsigned.
+func (c *answerCache) signed(a *answer) *stamp {
+	st := a.stamp.Load()
+	if st == nil {
+		return nil
+	}
+	age := time.Since(st.created)
+	switch {
+	case age >= maxStampAge:
+		return c.sign(a)
+	case age >= resignAfter && a.resigning.CompareAndSwap(false, true):
+		go func() {
+			c.sign(a)
+			a.resigning.Store(false)
+		}()
+	}
+	return st
 }
 
 // etagMatches reports whether an If-None-Match header names etag, compared
@@ -348,4 +409,17 @@ func formError(err error) error {
 		return model.Errorf(model.TooLarge, "The upload is larger than the limit.")
 	}
 	return model.Errorf(model.Invalid, "The multipart body is malformed or was cut off: %s.", err.Error())
+}
+
+// handleKeys answers GET /api/v1/keys: the public keys that sign update
+// answers, as a JWK Set, the current key first.
+func handleKeys(keys []httpsig.Key, log *slog.Logger) http.HandlerFunc {
+	set, err := httpsig.JWKSet(keys)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, json.RawMessage(set))
+	}
 }

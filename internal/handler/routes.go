@@ -20,7 +20,8 @@ func addRoutes(r chi.Router, d Deps) {
 	r.Get("/uploads/*", handleDownload(d.Releases, d.Log))
 	r.Get(apiPrefix+"/openapi.json", handleOpenAPI(d.Log))
 
-	r.Get(apiPrefix+"/updates/{version}", handleUpdateCheck(d.Releases, d.MirrorURL, d.UpdateMaxAge, d.Log))
+	r.Get(apiPrefix+"/updates/{version}", handleUpdateCheck(d.Releases, d.MirrorURL, d.UpdateMaxAge, d.AnswerSigner, d.Log))
+	r.Get(apiPrefix+"/keys", handleKeys(d.AnswerKeys, d.Log))
 
 	r.With(auth.require(model.RoleClient)).Post(apiPrefix+"/users", handleUserReport(d.Users, d.Log))
 

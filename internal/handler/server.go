@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/wemesse/server/internal/httpsig"
 	"github.com/wemesse/server/internal/metrics"
 	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/service"
@@ -32,6 +33,10 @@ type Deps struct {
 	MirrorURL      string // base of links in the update check
 	MaxUploadBytes int64
 	UpdateMaxAge   time.Duration // how long clients may cache an update check
+	// AnswerSigner signs the update check's answers; nil: unsigned.
+	AnswerSigner *httpsig.Signer
+	// AnswerKeys are published at /api/v1/keys, the signer's first.
+	AnswerKeys []httpsig.Key
 	// StallTimeout drops a request whose body or response makes no progress
 	// for this long: a slow phone is served, a stalled one is not.
 	StallTimeout time.Duration
