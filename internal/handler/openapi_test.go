@@ -165,7 +165,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, dsn string) {
 		cv := newContractValidator(doc)
 
-		ts := newTestServer(t, dsn)
+		ts := newTestServer(t, dsn, withAnswerKeys(t, newAnswerKey(t)))
 		upload := func(fields ...string) ([]byte, string) {
 			b, ct := form(t, fields...)
 			return b.Bytes(), ct
@@ -183,6 +183,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 			{name: "health", method: "GET", path: "/healthz", want: 200},
 			{name: "ready", method: "GET", path: "/readyz", want: 200},
 			{name: "contract", method: "GET", path: "/api/v1/openapi.json", want: 200},
+			{name: "answer keys", method: "GET", path: "/api/v1/keys", want: 200},
 			{name: "no releases", method: "GET", path: "/api/v1/updates", secret: "admin", want: 200},
 			{name: "check, none", method: "GET", path: "/api/v1/updates/2267_00", want: 404},
 			{name: "check, bad version", method: "GET", path: "/api/v1/updates/v1", want: 400, breaks: "version pattern"},
