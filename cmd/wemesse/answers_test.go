@@ -3,16 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/wemesse/server/internal/dbtest"
 	"github.com/wemesse/server/internal/httpsig"
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // answerKeyFile runs `wemesse answer-key create` into a file and returns
@@ -70,50 +71,57 @@ func checkSigned(tb testing.TB, s *server) (http.Header, []byte, []string, https
 // set still lists the old one (so answers clients hold still verify), and
 // two servers with the same key files sign answers that both verify.
 func TestProcess_answerKeyRotation(t *testing.T) {
+	ctx := context.Background()
 	bin := buildBinary(t)
 	oldFile, oldKey := answerKeyFile(t, "old.pem")
 	newFile, newKey := answerKeyFile(t, "new.pem")
 	const secret = "rotation-test-secret"
 	dir := t.TempDir()
-	env := map[string]string{
-		"WEMESSE_ADDR": freeAddr(t), "WEMESSE_DATABASE_URL": dbtest.SQLite(t), "WEMESSE_UPLOAD_DIR": dir,
+	settings := map[string]string{
+		"WEMESSE_DATABASE_URL": dbtest.SQLite(t), "WEMESSE_UPLOAD_DIR": dir,
 		"WEMESSE_SIGNATURE": secret, "WEMESSE_ARGON2_MEMORY": "1024", "WEMESSE_ANSWER_KEY_FILE": oldFile,
 	}
-	cmd, s := startProcess(t, bin, env)
-	uploadBuild(t, s, secret, "2264_00", "build")
-	oldHeader, oldBody, kids, p := checkSigned(t, s)
-	if p.KeyID != oldKey.ID || len(kids) != 1 || kids[0] != oldKey.ID {
-		t.Fatalf("first run: kid %s, set %v; want %s alone", p.KeyID, kids, oldKey.ID)
+	start := func() *proctest.Server {
+		p, err := proctest.Start(ctx, proctest.Options{Binary: bin, Dir: t.TempDir(), Settings: maps.Clone(settings)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Kill)
+		return p
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	client := func(p *proctest.Server) *server { return &server{base: p.URL, client: http.DefaultClient} }
+
+	p := start()
+	uploadBuild(t, client(p), secret, "2264_00", "build")
+	oldHeader, oldBody, kids, params := checkSigned(t, client(p))
+	if params.KeyID != oldKey.ID || len(kids) != 1 || kids[0] != oldKey.ID {
+		t.Fatalf("first run: kid %s, set %v; want %s alone", params.KeyID, kids, oldKey.ID)
+	}
+
+	p.Stop()
+	p.Set("WEMESSE_ANSWER_KEY_FILE", newFile)
+	p.Set("WEMESSE_ANSWER_KEYS_RETIRED", oldFile)
+	if err := p.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
-
-	env["WEMESSE_ANSWER_KEY_FILE"], env["WEMESSE_ANSWER_KEYS_RETIRED"] = newFile, oldFile
-	_, s = startProcess(t, bin, env)
-	other := make(map[string]string, len(env))
-	for k, v := range env {
-		other[k] = v
-	}
-	other["WEMESSE_ADDR"] = freeAddr(t)
-	_, s2 := startProcess(t, bin, other)
-	for i, s := range []*server{s, s2} {
-		_, _, kids, p := checkSigned(t, s)
-		if p.KeyID != newKey.ID || len(kids) != 2 || kids[0] != newKey.ID || kids[1] != oldKey.ID {
-			t.Errorf("server %d after rotation: kid %s, set %v; want %s, then %s", i+1, p.KeyID, kids, newKey.ID, oldKey.ID)
+	settings["WEMESSE_ANSWER_KEY_FILE"], settings["WEMESSE_ANSWER_KEYS_RETIRED"] = newFile, oldFile
+	second := start()
+	for i, p := range []*proctest.Server{p, second} {
+		_, _, kids, params := checkSigned(t, client(p))
+		if params.KeyID != newKey.ID || len(kids) != 2 || kids[0] != newKey.ID || kids[1] != oldKey.ID {
+			t.Errorf("server %d after rotation: kid %s, set %v; want %s, then %s", i+1, params.KeyID, kids, newKey.ID, oldKey.ID)
+		}
+		if strings.Contains(p.Log(), "not signed") {
+			t.Errorf("server %d has a key but logged that answers are unsigned:\n%s", i+1, p.Log())
 		}
 	}
-	_, set := get(t, s, "/api/v1/keys", "")
+	_, set := get(t, client(p), "/api/v1/keys", "")
 	keys, err := httpsig.ParseJWKSet(set)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := httpsig.Verify(200, oldHeader, oldBody, keys, time.Now(), time.Time{}); err != nil {
 		t.Errorf("an answer signed before the rotation no longer verifies: %v", err)
-	}
-	if strings.Contains(s.log.String(), "not signed") {
-		t.Errorf("a server with a key logged that answers are unsigned:\n%s", s.log.String())
 	}
 }
 
