@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"slices"
 	"time"
@@ -18,18 +17,12 @@ import (
 // requestTimeout bounds every single request the tool sends.
 const requestTimeout = 30 * time.Second
 
-// newClient returns a keep-alive client that never uses a proxy.
+// newClient returns a keep-alive client that never uses a proxy and
+// gives up on a request after requestTimeout.
 func newClient() *http.Client {
-	return &http.Client{
-		Timeout: requestTimeout,
-		Transport: &http.Transport{
-			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        64,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     90 * time.Second,
-		},
-	}
+	c := proctest.NewClient(64)
+	c.Timeout = requestTimeout
+	return c
 }
 
 // reply is a finished request: status and the time to read the whole body.

@@ -9,40 +9,29 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"math/rand/v2"
 	"mime"
 	"mime/multipart"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // requestTimeout bounds a request of the load; the verifications demand far
 // less.
 const requestTimeout = 10 * time.Second
 
-// newHTTPClient returns a keep-alive client that never uses a proxy and has
-// no overall timeout: each request carries its own deadline.
-func newHTTPClient() *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			MaxIdleConns:        128,
-			MaxIdleConnsPerHost: 128,
-			IdleConnTimeout:     30 * time.Second,
-			DisableCompression:  true,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
+// newHTTPClient returns a keep-alive client with no overall timeout: each
+// request carries its own deadline.
+func newHTTPClient() *http.Client { return proctest.NewClient(128) }
 
 // response is the outcome of one request.
 type response struct {
@@ -80,7 +69,7 @@ const maxBody = 8 << 20
 func do(ctx context.Context, c *http.Client, method, rawURL, secret, contentType string, body []byte, timeout time.Duration) (r response) {
 	r.start = time.Now()
 	defer func() { r.end = time.Now() }()
-	if err := loopbackOnly(rawURL); err != nil {
+	if err := proctest.LoopbackOnly(rawURL); err != nil {
 		r.err = err
 		return r
 	}
@@ -110,18 +99,6 @@ func do(ctx context.Context, c *http.Client, method, rawURL, secret, contentType
 	r.status, r.header = resp.StatusCode, resp.Header
 	r.body, r.err = io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	return r
-}
-
-// loopbackOnly refuses any URL whose host is not 127.0.0.1.
-func loopbackOnly(rawURL string) error {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return err
-	}
-	if u.Hostname() != "127.0.0.1" {
-		return fmt.Errorf("refusing to send to %q: only 127.0.0.1 is a target", u.Host)
-	}
-	return nil
 }
 
 // jsonError returns the message of a body {"error": "..."} sent as JSON,
@@ -204,7 +181,7 @@ func getJSON(ctx context.Context, c *http.Client, rawURL, secret string, v any) 
 
 // download GETs a file and returns its status, size and MD5, streaming.
 func download(ctx context.Context, c *http.Client, rawURL string) (status int, size int64, sum string, err error) {
-	if err := loopbackOnly(rawURL); err != nil {
+	if err := proctest.LoopbackOnly(rawURL); err != nil {
 		return 0, 0, "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -266,60 +243,21 @@ type streamUpload struct {
 	version, name string
 	size          int64
 	sent          atomic.Int64
-	writerDone    chan struct{} // closed when the writer stopped
-	sum           string        // MD5 of the whole file, once every byte was sent
-	done          chan struct{} // closed when resp is set
+	sum           atomic.Pointer[string] // MD5 of the whole file, once every byte was read
+	done          chan struct{}          // closed when resp is set
 	resp          response
 }
 
 // startStreamUpload posts version with a file of size bytes at rate bytes
 // a second, chunked.
 func startStreamUpload(ctx context.Context, c *http.Client, base, secret, version, name string, size int64, rate float64, seed uint64) *streamUpload {
-	u := &streamUpload{version: version, name: name, size: size, writerDone: make(chan struct{}), done: make(chan struct{})}
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		defer close(u.writerDone)
-		mw.WriteField("appVersion", version)
-		w, err := mw.CreateFormFile("tmpFile", name)
-		if err != nil {
-			pw.CloseWithError(err)
-			return
-		}
-		rng, h := newRand(seed), md5.New()
-		buf := make([]byte, 64<<10)
-		begin := time.Now()
-		var sent int64
-		for sent < size {
-			n := int(min(int64(len(buf)), size-sent))
-			rng.Read(buf[:n])
-			h.Write(buf[:n])
-			if _, err := w.Write(buf[:n]); err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			sent += int64(n)
-			u.sent.Store(sent)
-			if d := paceDelay(sent, rate, time.Since(begin)); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-					pw.CloseWithError(ctx.Err())
-					return
-				}
-			}
-		}
-		u.sum = hex.EncodeToString(h.Sum(nil))
-		mw.Close()
-		pw.Close()
-	}()
+	u := &streamUpload{version: version, name: name, size: size, done: make(chan struct{})}
+	file := &pacedFile{ctx: ctx, u: u, rate: rate, rng: newRand(seed), h: md5.New()}
 	go func() {
 		defer close(u.done)
 		r := response{start: time.Now()}
-		req, err := http.NewRequestWithContext(ctx, "POST", base+"/api/v1/updates", pr)
+		req, err := proctest.UploadRequest(ctx, base, secret, []proctest.Field{{Name: "appVersion", Value: version}}, name, file)
 		if err == nil {
-			req.Header.Set("Content-Type", mw.FormDataContentType())
-			req.Header.Set("signature", secret)
 			var resp *http.Response
 			if resp, err = c.Do(req); err == nil {
 				r.status, r.header = resp.StatusCode, resp.Header
@@ -328,12 +266,45 @@ func startStreamUpload(ctx context.Context, c *http.Client, base, secret, versio
 			}
 		}
 		r.err, r.end = err, time.Now()
-		if err != nil {
-			pr.CloseWithError(err) // stops the writer
-		}
 		u.resp = r
 	}()
 	return u
+}
+
+// pacedFile is the file of a streamUpload: pseudo-random bytes, read no
+// faster than rate.
+type pacedFile struct {
+	ctx   context.Context
+	u     *streamUpload
+	rate  float64
+	rng   *rand.ChaCha8
+	h     hash.Hash
+	begin time.Time
+}
+
+func (f *pacedFile) Read(p []byte) (int, error) {
+	sent := f.u.sent.Load()
+	if sent == 0 {
+		f.begin = time.Now()
+	}
+	if sent == f.u.size {
+		sum := hex.EncodeToString(f.h.Sum(nil))
+		f.u.sum.Store(&sum)
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), 64<<10, f.u.size-sent))
+	f.rng.Read(p[:n])
+	f.h.Write(p[:n])
+	sent += int64(n)
+	f.u.sent.Store(sent)
+	if d := paceDelay(sent, f.rate, time.Since(f.begin)); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-f.ctx.Done():
+			return n, f.ctx.Err()
+		}
+	}
+	return n, nil
 }
 
 // wait waits at most d for the response.
@@ -346,10 +317,12 @@ func (u *streamUpload) wait(d time.Duration) (response, bool) {
 	}
 }
 
-// md5 is the MD5 of the whole file; empty unless every byte was sent.
+// md5 is the MD5 of the whole file; empty unless every byte was read.
 func (u *streamUpload) md5() string {
-	<-u.writerDone
-	return u.sum
+	if sum := u.sum.Load(); sum != nil {
+		return *sum
+	}
+	return ""
 }
 
 // waitStaged waits until a file of at least minBytes exists in dir, and

@@ -18,6 +18,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // Settings of the flood scenario's server.
@@ -135,9 +139,9 @@ func garbageKinds() []*garbage {
 			req, _ := http.NewRequestWithContext(ctx, "POST", f.base+"/api/v1/users", bytes.NewReader(validReport(9, "3000_01")))
 			switch rng.IntN(5) {
 			case 1:
-				req.Header.Set("signature", randomSecret(32))
+				req.Header.Set("signature", proctest.NewSecret(32))
 			case 2:
-				req.Header.Set("Authorization", "Basic "+randomSecret(12))
+				req.Header.Set("Authorization", "Basic "+proctest.NewSecret(12))
 			case 3:
 				req.Header.Set("Authorization", "Bearer "+strings.Repeat("A", 600))
 			case 4:
@@ -335,11 +339,7 @@ func slowConn(ctx context.Context, addr, head string, trickle byte, limit time.D
 }
 
 func runFlood(ctx context.Context, h *harness) error {
-	const db = "faults_flood"
-	if err := h.pg.CreateDB(ctx, db); err != nil {
-		return err
-	}
-	s, err := h.startServer(ctx, "flood", db, map[string]string{
+	rg, err := h.newRig(ctx, "flood", true, map[string]string{
 		"WEMESSE_MAX_UPLOAD_BYTES":    strconv.Itoa(floodMaxUpload),
 		"WEMESSE_READ_HEADER_TIMEOUT": floodHeaderTimeout.String(),
 		"WEMESSE_STALL_TIMEOUT":       floodStall.String(),
@@ -347,32 +347,56 @@ func runFlood(ctx context.Context, h *harness) error {
 	if err != nil {
 		return err
 	}
-	defer s.stop()
-	clientSecret, err := s.createSecret(ctx, "client")
+	defer rg.close()
+	h.info("server pid %d on %s, database %s, WEMESSE_MAX_UPLOAD_BYTES=%d, WEMESSE_READ_HEADER_TIMEOUT=%s, WEMESSE_STALL_TIMEOUT=%s",
+		rg.s.Pid(), rg.s.URL, rg.db, floodMaxUpload, floodHeaderTimeout, floodStall)
+	if err := floodSetup(ctx, rg); err != nil {
+		return err
+	}
+	base, err := rg.s.Memory()
 	if err != nil {
 		return err
 	}
-	c := newHTTPClient()
-	defer c.CloseIdleConnections()
-	h.info("server pid %d on %s, database %s, WEMESSE_MAX_UPLOAD_BYTES=%d, WEMESSE_READ_HEADER_TIMEOUT=%s, WEMESSE_STALL_TIMEOUT=%s",
-		s.pid(), s.URL, db, floodMaxUpload, floodHeaderTimeout, floodStall)
+	res := floodInject(ctx, rg, base)
+	floodVerifyAnswers(h, res)
+	floodVerifyHeld(h, res)
+	return floodVerifyAfter(ctx, rg, base, res.peak)
+}
+
+// floodSetup uploads release 7000_01 and reports a device, so that both
+// secrets are cached.
+func floodSetup(ctx context.Context, rg *rig) error {
+	h, c, s := rg.h, rg.c, rg.s
 	data, _ := randomData(700, 64<<10)
 	if r, _ := upload(ctx, c, s.URL, h.admin, "7000_01", "", "wemesse.apk", data); r.status != http.StatusCreated {
 		h.fail("setup: upload 7000_01: %s", r.describe())
 		return fmt.Errorf("setup failed")
 	}
-	if r := do(ctx, c, "POST", s.URL+"/api/v1/users", clientSecret, "application/json", validReport(1, "7000_01"), 5*time.Second); r.status != 200 {
+	if r := do(ctx, c, "POST", s.URL+"/api/v1/users", rg.client, "application/json", validReport(1, "7000_01"), 5*time.Second); r.status != 200 {
 		h.fail("setup: a valid device report: %s", r.describe())
 		return fmt.Errorf("setup failed")
 	}
 	h.pass("setup: release 7000_01 uploaded (201) and a valid device report answered 200; both secrets are now cached")
-	base, err := s.rss()
-	if err != nil {
-		return err
-	}
+	return nil
+}
 
-	f := &flood{c: c, base: s.URL, addr: s.addr, admin: h.admin, client: clientSecret, existing: "7000_01"}
-	kinds := garbageKinds()
+// floodResult is what the flood saw.
+type floodResult struct {
+	kinds         []*garbage
+	outcomes      []floodOutcome
+	peak          int64 // highest VmRSS sampled, kB
+	slow, stalled []held
+	during        response // a valid update check in the middle of it
+}
+
+// floodInject sends garbage from floodWorkers goroutines for -flood, with
+// slowloris connections and stalled bodies meanwhile, and samples the
+// server's memory.
+func floodInject(ctx context.Context, rg *rig, base proctest.Memory) floodResult {
+	h, c, s := rg.h, rg.c, rg.s
+	res := floodResult{kinds: garbageKinds()}
+	f := &flood{c: c, base: s.URL, addr: s.Addr(), admin: h.admin, client: rg.client, existing: "7000_01"}
+	kinds := res.kinds
 	names := make([]string, len(kinds))
 	for i, k := range kinds {
 		names[i] = k.name
@@ -385,7 +409,6 @@ func runFlood(ctx context.Context, h *harness) error {
 	floodCtx, stopFlood := context.WithTimeout(ctx, h.opts.flood)
 	defer stopFlood()
 	var mu sync.Mutex
-	var outcomes []floodOutcome
 	var wg sync.WaitGroup
 	for w := range floodWorkers {
 		wg.Go(func() {
@@ -396,42 +419,49 @@ func runFlood(ctx context.Context, h *harness) error {
 				mine = append(mine, floodOutcome{kind: k, r: k.send(ctx, f, rng)})
 			}
 			mu.Lock()
-			outcomes = append(outcomes, mine...)
+			res.outcomes = append(res.outcomes, mine...)
 			mu.Unlock()
 		})
 	}
 	// Peak resident set while the flood lasts.
 	var peak atomic.Int64
-	peak.Store(base.rssKB)
+	peak.Store(base.RSSKB)
 	wg.Go(func() {
 		for floodCtx.Err() == nil {
-			if m, err := s.rss(); err == nil && m.rssKB > peak.Load() {
-				peak.Store(m.rssKB)
+			if m, err := s.Memory(); err == nil && m.RSSKB > peak.Load() {
+				peak.Store(m.RSSKB)
 			}
 			sleepCtx(floodCtx, 50*time.Millisecond)
 		}
 	})
 	limit := floodHeaderTimeout + closeSlack
-	slow := make([]held, slowlorisConns)
+	res.slow = make([]held, slowlorisConns)
+	slow := res.slow
 	var slowWG sync.WaitGroup
 	for i := range slow {
 		slowWG.Go(func() {
-			slow[i] = slowConn(ctx, s.addr, "GET /api/v1/updates/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", 'a', limit+5*time.Second)
+			slow[i] = slowConn(ctx, s.Addr(), "GET /api/v1/updates/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", 'a', limit+5*time.Second)
 		})
 	}
-	stalled := make([]held, stalledBodies)
+	res.stalled = make([]held, stalledBodies)
+	stalled := res.stalled
 	for i := range stalled {
 		slowWG.Go(func() {
-			head := fmt.Sprintf("POST /api/v1/users HTTP/1.1\r\nHost: 127.0.0.1\r\nsignature: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"Session", clientSecret)
-			stalled[i] = slowConn(ctx, s.addr, head, 0, floodStall+closeSlack+5*time.Second)
+			head := fmt.Sprintf("POST /api/v1/users HTTP/1.1\r\nHost: 127.0.0.1\r\nsignature: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"Session", rg.client)
+			stalled[i] = slowConn(ctx, s.Addr(), head, 0, floodStall+closeSlack+5*time.Second)
 		})
 	}
 	time.Sleep(500 * time.Millisecond)
-	during := do(ctx, c, "GET", s.URL+"/api/v1/updates/1", "", "", nil, 5*time.Second)
+	res.during = do(ctx, c, "GET", s.URL+"/api/v1/updates/1", "", "", nil, 5*time.Second)
 	wg.Wait()
 	slowWG.Wait()
+	res.peak = peak.Load()
+	return res
+}
 
-	// What came back.
+// floodVerifyAnswers checks the answers to the garbage: 4xx each as its
+// kind allows, as JSON past the HTTP parser, none dropped.
+func floodVerifyAnswers(h *harness, res floodResult) {
 	type tally struct {
 		statuses map[int]int
 		closed   int
@@ -439,7 +469,7 @@ func runFlood(ctx context.Context, h *harness) error {
 	per := map[*garbage]*tally{}
 	var fiveXX, accepted, wrongStatus, notJSON, dropped []string
 	protoPlain := 0
-	for _, o := range outcomes {
+	for _, o := range res.outcomes {
 		t := per[o.kind]
 		if t == nil {
 			t = &tally{statuses: map[int]int{}}
@@ -478,7 +508,7 @@ func runFlood(ctx context.Context, h *harness) error {
 			accepted = append(accepted, ex+" (served /etc/passwd!)")
 		}
 	}
-	for _, k := range kinds {
+	for _, k := range res.kinds {
 		t := per[k]
 		if t == nil {
 			h.info("%-52s not drawn", k.name)
@@ -493,13 +523,7 @@ func runFlood(ctx context.Context, h *harness) error {
 		}
 		h.info("%-52s %s", k.name, strings.Join(parts, ", "))
 	}
-	ex := func(s []string) string {
-		if len(s) == 0 {
-			return ""
-		}
-		return fmt.Sprintf("; e.g. %s", strings.Join(s[:min(len(s), 3)], " | "))
-	}
-	h.check(len(outcomes) > 0 && len(fiveXX) == 0, "no 5xx in %d answers to garbage (the database is up, so not even 503)%s", len(outcomes), ex(fiveXX))
+	h.check(len(res.outcomes) > 0 && len(fiveXX) == 0, "no 5xx in %d answers to garbage (the database is up, so not even 503)%s", len(res.outcomes), ex(fiveXX))
 	h.check(len(accepted) == 0, "no garbage was accepted: no 2xx or 3xx%s", ex(accepted))
 	h.check(len(wrongStatus) == 0, "each kind of garbage got only its expected 4xx (400, 401/429, 403, 404, 405, 409, 413, 415, 431 as listed per kind)%s", ex(wrongStatus))
 	h.check(len(notJSON) == 0, "every error from the API (everything past the HTTP parser) was a JSON {\"error\": \"...\"}%s", ex(notJSON))
@@ -507,8 +531,22 @@ func runFlood(ctx context.Context, h *harness) error {
 	if protoPlain > 0 {
 		h.note("%d answers to malformed HTTP (request line, header bytes, a header over the server's 64 KB MaxHeaderBytes) came from Go's net/http parser before any handler runs: fixed text/plain bodies such as \"400 Bad Request\" and \"431 Request Header Fields Too Large\", not JSON. The server cannot shape these without replacing the parser; they are 4xx as they must be", protoPlain)
 	}
-	h.check(during.status == 200 && during.elapsed() < 2*time.Second, "during the flood and slowloris, a valid update check was answered 200 in %s", during.elapsed().Round(time.Millisecond))
+	h.check(res.during.status == 200 && res.during.elapsed() < 2*time.Second, "during the flood and slowloris, a valid update check was answered 200 in %s", res.during.elapsed().Round(time.Millisecond))
+}
 
+// ex gives up to three examples for a report line.
+func ex(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; e.g. %s", strings.Join(s[:min(len(s), 3)], " | "))
+}
+
+// floodVerifyHeld checks that the server closed the slowloris connections
+// and the stalled bodies within its timeouts.
+func floodVerifyHeld(h *harness, res floodResult) {
+	slow, stalled := res.slow, res.stalled
+	limit := floodHeaderTimeout + closeSlack
 	var slowBad []string
 	for _, x := range slow {
 		if !x.closed || x.took > limit {
@@ -532,15 +570,20 @@ func runFlood(ctx context.Context, h *harness) error {
 	h.check(len(stallBad) == 0, "each of %d stalled request bodies was dropped within WEMESSE_STALL_TIMEOUT %s + %s (4xx or closed); the last after %s%s",
 		len(stalled), floodStall, closeSlack, slowest.Round(time.Millisecond), ex(stallBad))
 
-	// The server afterwards.
-	end, err := s.rss()
-	h.check(err == nil && !s.exited(), "the server process (pid %d) is still up", s.pid())
+}
+
+// floodVerifyAfter checks the server after the flood: up, its memory
+// bounded, serving, and no row or staged file left by the garbage.
+func floodVerifyAfter(ctx context.Context, rg *rig, base proctest.Memory, peak int64) error {
+	h, c, s := rg.h, rg.c, rg.s
+	end, err := s.Memory()
+	h.check(err == nil && !s.Exited(), "the server process (pid %d) is still up", s.Pid())
 	limitKB := h.opts.rssLimitMB << 10
-	h.check(peak.Load() < limitKB && end.hwmKB < limitKB, "memory stayed bounded: VmRSS %.1f MB before, peak %.1f MB sampled every 50ms, VmHWM %.1f MB, now %.1f MB (limit %d MB)",
-		float64(base.rssKB)/1024, float64(peak.Load())/1024, float64(end.hwmKB)/1024, float64(end.rssKB)/1024, h.opts.rssLimitMB)
-	r := do(ctx, c, "POST", s.URL+"/api/v1/users", clientSecret, "application/json", validReport(2, "7000_01"), 5*time.Second)
+	h.check(peak < limitKB && end.HWMKB < limitKB, "memory stayed bounded: VmRSS %.1f MB before, peak %.1f MB sampled every 50ms, VmHWM %.1f MB, now %.1f MB (limit %d MB)",
+		float64(base.RSSKB)/1024, float64(peak)/1024, float64(end.HWMKB)/1024, float64(end.RSSKB)/1024, h.opts.rssLimitMB)
+	r := do(ctx, c, "POST", s.URL+"/api/v1/users", rg.client, "application/json", validReport(2, "7000_01"), 5*time.Second)
 	h.check(r.status == 200, "afterwards a valid device report is answered 200 (%s)", r.describe())
-	data, _ = randomData(701, 64<<10)
+	data, _ := randomData(701, 64<<10)
 	r, _ = upload(ctx, c, s.URL, h.admin, "7000_02", "", "wemesse.apk", data)
 	h.check(r.status == http.StatusCreated, "afterwards a valid upload is answered 201 (%s)", r.describe())
 	var rel releaseJSON
@@ -549,38 +592,25 @@ func runFlood(ctx context.Context, h *harness) error {
 	r = do(ctx, c, "GET", s.URL+"/readyz", "", "", nil, 5*time.Second)
 	h.check(r.status == 200, "afterwards /readyz is 200 (%s)", r.describe())
 
-	conn, err := h.connect(ctx, db)
+	conn, err := rg.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	var versions []string
-	rows, err := conn.Query(ctx, "SELECT app_version FROM apps ORDER BY id")
+	q, _ := conn.Query(ctx, "SELECT app_version FROM apps ORDER BY id")
+	versions, err := pgx.CollectRows(q, pgx.RowTo[string])
 	if err != nil {
 		return err
 	}
-	for rows.Next() {
-		var v string
-		rows.Scan(&v)
-		versions = append(versions, v)
-	}
-	rows.Close()
-	var users []int64
-	rows, err = conn.Query(ctx, "SELECT session_id FROM users ORDER BY session_id")
+	q, _ = conn.Query(ctx, "SELECT session_id FROM users ORDER BY session_id")
+	users, err := pgx.CollectRows(q, pgx.RowTo[int64])
 	if err != nil {
 		return err
 	}
-	for rows.Next() {
-		var id int64
-		rows.Scan(&id)
-		users = append(users, id)
-	}
-	rows.Close()
 	h.check(slices.Equal(versions, []string{"7000_01", "7000_02"}) && slices.Equal(users, []int64{1, 2}),
 		"SQL: the garbage left no row: apps holds only %v and users only sessions %v", versions, users)
-	staged, _ := dirEntries(s.stagingDir())
+	staged, _ := dirEntries(s.StagingDir())
 	h.check(len(staged) == 0, "disk: truncated, oversized and half-closed uploads left no staged file (%v)", staged)
-	errs := s.errorLines()
-	h.check(len(errs) == 0, "the server logged no ERROR and no panic (%d such lines)%s", len(errs), firstLine(errs))
+	rg.verifyNoErrors()
 	return nil
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wemesse/server/internal/pgcluster"
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // harness holds what every scenario shares: the report, the PostgreSQL
@@ -52,7 +51,7 @@ func newHarness(out io.Writer, opts options) (*harness, error) {
 		os.RemoveAll(base)
 		return nil, err
 	}
-	h := &harness{out: out, opts: opts, base: base, admin: randomSecret(32), scenarioStart: time.Now()}
+	h := &harness{out: out, opts: opts, base: base, admin: proctest.NewSecret(32), scenarioStart: time.Now()}
 	// Should we die, it stops PostgreSQL and removes base unless -keep.
 	remove := base
 	if opts.keep {
@@ -125,7 +124,7 @@ func (h *harness) killServers() {
 	h.servers = nil
 	h.mu.Unlock()
 	for _, s := range servers {
-		s.kill()
+		s.Kill()
 	}
 }
 
@@ -193,11 +192,4 @@ func (h *harness) summary() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	fmt.Fprintf(h.out, "\n%d passed, %d failed\n", h.passed, h.failed)
-}
-
-// randomSecret returns n random bytes, base64url-encoded.
-func randomSecret(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails
-	return base64.RawURLEncoding.EncodeToString(b)
 }

@@ -177,50 +177,50 @@ func settleExact(d *ledgerDevice, resolve resolver, unknowns []int, obs *observa
 		return per, exp
 	}
 	exp := deviceExpect{mustExist: true, finals: map[string]bool{}}
-	keys := map[releaseKey]bool{}
-	for _, a := range d.attempts {
-		if k, ok := resolve(a.version, d.abi); ok && a.outcome != refused {
-			keys[k] = true
-		}
-	}
+	keys := countedKeys(d, resolve)
 	per := map[releaseKey]span{}
-	for mask := 0; mask < 1<<len(unknowns); mask++ {
-		in := map[int]bool{}
-		for b, j := range unknowns {
-			if mask&(1<<b) != 0 {
-				in[j] = true
-			}
-		}
-		counts, final := replay(d, resolve, func(j int) bool { return d.attempts[j].outcome == acked || in[j] })
-		for k := range keys {
-			n := counts[k]
-			s, seen := per[k]
-			if !seen {
-				s = span{n, n}
-			}
-			s.min, s.max = min(s.min, n), max(s.max, n)
-			per[k] = s
-		}
+	eachOutcome(d, resolve, unknowns, func(counts map[releaseKey]int64, final string) {
+		widen(per, keys, counts)
 		if final == "" {
 			exp.mustExist = false
 		} else {
 			exp.mayExist = true
 			exp.finals[final] = true
 		}
-	}
+	})
 	return per, exp
 }
 
 // countsMatching bounds the counts over the subsets of unknown reports
 // whose final row is obs; false when there is none.
 func countsMatching(d *ledgerDevice, resolve resolver, unknowns []int, obs observation) (map[releaseKey]span, bool) {
+	keys := countedKeys(d, resolve)
+	per, any := map[releaseKey]span{}, false
+	eachOutcome(d, resolve, unknowns, func(counts map[releaseKey]int64, final string) {
+		if (final != "") != obs.found || (obs.found && final != obs.version) {
+			return
+		}
+		widen(per, keys, counts)
+		any = true
+	})
+	return per, any
+}
+
+// countedKeys are the releases the device's reports that may have
+// committed count on.
+func countedKeys(d *ledgerDevice, resolve resolver) map[releaseKey]bool {
 	keys := map[releaseKey]bool{}
 	for _, a := range d.attempts {
 		if k, ok := resolve(a.version, d.abi); ok && a.outcome != refused {
 			keys[k] = true
 		}
 	}
-	per, any := map[releaseKey]span{}, false
+	return keys
+}
+
+// eachOutcome replays the acknowledged reports with every subset of the
+// unknown ones, and calls fn with the counts and final version of each.
+func eachOutcome(d *ledgerDevice, resolve resolver, unknowns []int, fn func(counts map[releaseKey]int64, final string)) {
 	for mask := 0; mask < 1<<len(unknowns); mask++ {
 		in := map[int]bool{}
 		for b, j := range unknowns {
@@ -228,22 +228,21 @@ func countsMatching(d *ledgerDevice, resolve resolver, unknowns []int, obs obser
 				in[j] = true
 			}
 		}
-		counts, final := replay(d, resolve, func(j int) bool { return d.attempts[j].outcome == acked || in[j] })
-		if (final != "") != obs.found || (obs.found && final != obs.version) {
-			continue
-		}
-		for k := range keys {
-			n := counts[k]
-			s, seen := per[k]
-			if !seen {
-				s = span{n, n}
-			}
-			s.min, s.max = min(s.min, n), max(s.max, n)
-			per[k] = s
-		}
-		any = true
+		fn(replay(d, resolve, func(j int) bool { return d.attempts[j].outcome == acked || in[j] }))
 	}
-	return per, any
+}
+
+// widen stretches the span of each key to take in counts.
+func widen(per map[releaseKey]span, keys map[releaseKey]bool, counts map[releaseKey]int64) {
+	for k := range keys {
+		n := counts[k]
+		s, seen := per[k]
+		if !seen {
+			s = span{n, n}
+		}
+		s.min, s.max = min(s.min, n), max(s.max, n)
+		per[k] = s
+	}
 }
 
 // settleLoose bounds a device with many unknown reports: at least what its

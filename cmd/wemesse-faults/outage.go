@@ -11,6 +11,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Bounds the outage scenario verifies.
@@ -184,40 +186,49 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 func runOutage(ctx context.Context, h *harness) error {
-	const db = "faults_outage"
-	if err := h.pg.CreateDB(ctx, db); err != nil {
-		return err
-	}
-	s, err := h.startServer(ctx, "outage", db, nil)
+	rg, err := h.newRig(ctx, "outage", true, nil)
 	if err != nil {
 		return err
 	}
-	defer s.stop()
-	clientSecret, err := s.createSecret(ctx, "client")
-	if err != nil {
-		return err
-	}
-	c := newHTTPClient()
-	defer c.CloseIdleConnections()
+	defer rg.close()
 	h.info("server pid %d on %s; PostgreSQL postmaster pid %d on 127.0.0.1:%d, database %s",
-		s.pid(), s.URL, h.pg.PID(), h.pg.Port(), db)
+		rg.s.Pid(), rg.s.URL, h.pg.PID(), h.pg.Port(), rg.db)
+	ids, err := outageSetup(ctx, rg)
+	if err != nil {
+		return err
+	}
+	l, tl, err := outageInject(ctx, rg)
+	if err != nil {
+		return err
+	}
+	outageVerifyLoad(rg, l, tl)
+	return verifyLedger(ctx, rg, l, ids, tl)
+}
 
-	// Releases the devices report. 3000_02 also has an arm64 build, which
-	// counts arm64 devices (the default ABI) while x86 ones count on the
-	// universal build; 2999_99 has no release at all.
-	catalog := []releaseKey{{"3000_01", ""}, {"3000_02", ""}, {"3000_02", "arm64"}, {"3000_03", ""}, {"3000_10", ""}, {"3001_00", ""}}
+// outageCatalog is the releases the devices report. 3000_02 also has an
+// arm64 build, which counts arm64 devices (the default ABI) while x86 ones
+// count on the universal build; 2999_99 has no release at all.
+var outageCatalog = []releaseKey{{"3000_01", ""}, {"3000_02", ""}, {"3000_02", "arm64"}, {"3000_03", ""}, {"3000_10", ""}, {"3001_00", ""}}
+
+// outageSetup uploads the catalog and returns each release's id.
+func outageSetup(ctx context.Context, rg *rig) (map[releaseKey]int64, error) {
 	ids := map[releaseKey]int64{}
-	for i, k := range catalog {
+	for i, k := range outageCatalog {
 		data, _ := randomData(uint64(100+i), 32<<10)
-		r, rel := upload(ctx, c, s.URL, h.admin, k.version, k.abi, "wemesse.apk", data)
+		r, rel := upload(ctx, rg.c, rg.s.URL, rg.h.admin, k.version, k.abi, "wemesse.apk", data)
 		if r.status != http.StatusCreated {
-			h.fail("setup: upload %s %s: %s", k.version, k.abi, r.describe())
-			return errors.New("setup failed")
+			rg.h.fail("setup: upload %s %s: %s", k.version, k.abi, r.describe())
+			return nil, errors.New("setup failed")
 		}
 		ids[k] = rel.ID
 	}
-	h.pass("setup: %d releases uploaded, each answered 201 (3000_01, 3000_02 universal and arm64, 3000_03, 3000_10, 3001_00)", len(catalog))
-	resolve := func(version, abi string) (releaseKey, bool) {
+	rg.h.pass("setup: %d releases uploaded, each answered 201 (3000_01, 3000_02 universal and arm64, 3000_03, 3000_10, 3001_00)", len(outageCatalog))
+	return ids, nil
+}
+
+// resolverOf resolves a report to the release of ids it counts on.
+func resolverOf(ids map[releaseKey]int64) resolver {
+	return func(version, abi string) (releaseKey, bool) {
 		if abi == "" {
 			abi = "arm64" // WEMESSE_DEFAULT_ABI
 		}
@@ -228,14 +239,25 @@ func runOutage(ctx context.Context, h *harness) error {
 		}
 		return releaseKey{}, false
 	}
+}
 
-	warmup, after := 3*time.Second, 4*time.Second
-	if h.opts.quick {
-		warmup, after = 2*time.Second, 3*time.Second
-	}
+// outageTimeline is when the fault's steps happened.
+type outageTimeline struct {
+	stopBegin time.Time // pg_ctl stop began
+	downFrom  time.Time // PostgreSQL was down
+	downTo    time.Time // pg_ctl start began
+	acceptAt  time.Time // PostgreSQL accepted this tool's connection again
+	alive     bool      // the server process was alive at the end of the outage
+	down      bool      // PostgreSQL is still stopped: the fault ended early
+}
+
+// outageInject runs the mixed load and, under it, stops PostgreSQL for
+// -outage and starts it again.
+func outageInject(ctx context.Context, rg *rig) (*outageLoad, outageTimeline, error) {
+	h := rg.h
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
-	l := &outageLoad{ctx: ctx, loadCtx: loadCtx, c: c, base: s.URL, admin: h.admin, client: clientSecret,
+	l := &outageLoad{ctx: ctx, loadCtx: loadCtx, c: rg.c, base: rg.s.URL, admin: h.admin, client: rg.client,
 		reported: []string{"2999_99", "3000_01", "3000_02", "3000_03", "3000_10", "3001_00"}, newest: "3001_00"}
 	var wg sync.WaitGroup
 	for w := range deviceWorkers {
@@ -246,252 +268,270 @@ func runOutage(ctx context.Context, h *harness) error {
 	wg.Go(func() { l.simpleWorker("ready", "/readyz", "", 100*time.Millisecond) })
 	h.info("load started: %d goroutines report devices (each device from one goroutine, one report at a time, new devices all along, versions changing, repeating and going back), 1 checks for updates every 10ms, 1 lists releases every 50ms, 1 probes /readyz every 100ms", deviceWorkers)
 
-	stopped := false
-	var tl struct{ stopBegin, downFrom, downTo, acceptAt time.Time }
-	aliveDuring := false
-	fault := func() (err error) {
-		if err = sleepCtx(ctx, warmup); err != nil {
-			return
-		}
-		pid := h.pg.PID()
-		tl.stopBegin = time.Now()
-		h.inject("pg_ctl stop -m fast: PostgreSQL (postmaster pid %d) stops under load", pid)
-		if err = h.pg.Stop(ctx, "fast"); err != nil {
-			return
-		}
-		stopped = true
-		tl.downFrom = time.Now()
-		h.info("PostgreSQL is down (pg_ctl stop took %s); it stays down for %s while the load goes on",
-			tl.downFrom.Sub(tl.stopBegin).Round(time.Millisecond), h.opts.outage)
-		if err = sleepCtx(ctx, h.opts.outage/3); err != nil {
-			return
-		}
-		// An upload streams to staging before it needs the database.
-		data, _ := randomData(150, 2<<20)
-		up, _ := upload(ctx, c, s.URL, h.admin, "3002_00", "", "outage.apk", data)
-		staged, _ := dirEntries(s.stagingDir())
-		h.check(up.status == 503 && up.header.Get("Retry-After") != "" && len(staged) == 0 && !exists(releaseFile(s.uploadDir(), "3002_00", "")),
-			"during the outage, an upload of 3002_00 (2 MiB) got 503 with Retry-After (%s) and left no staged file (%v) and no file", up.describe(), staged)
-		if err = sleepCtx(ctx, time.Until(tl.downFrom.Add(h.opts.outage))); err != nil {
-			return
-		}
-		aliveDuring = !s.exited()
-		tl.downTo = time.Now()
-		h.inject("pg_ctl start: PostgreSQL restarts on the same port; the server is not restarted")
-		accepted := make(chan time.Time, 1)
-		pollCtx, stopPoll := context.WithTimeout(ctx, time.Minute)
-		defer stopPoll()
-		go func() {
-			for pollCtx.Err() == nil {
-				if conn, err := h.connect(pollCtx, db); err == nil {
-					accepted <- time.Now()
-					conn.Close(pollCtx)
-					return
-				}
-				sleepCtx(pollCtx, 10*time.Millisecond)
-			}
-		}()
-		if err = h.pg.Start(ctx); err != nil {
-			return
-		}
-		stopped = false
-		started := time.Now()
-		select {
-		case tl.acceptAt = <-accepted:
-		case <-time.After(5 * time.Second):
-			tl.acceptAt = started
-		}
-		h.info("PostgreSQL accepts connections again (new postmaster pid %d), %s after pg_ctl start began",
-			h.pg.PID(), tl.acceptAt.Sub(tl.downTo).Round(time.Millisecond))
-		err = sleepCtx(ctx, after)
-		return
-	}
-	ferr := fault()
-	downFrom, downTo, acceptAt := tl.downFrom, tl.downTo, tl.acceptAt
+	var tl outageTimeline
+	err := pgOutage(ctx, rg, &tl)
 	stopLoad()
 	wg.Wait()
-	if stopped {
+	if tl.down {
 		// Leave the cluster running for the other scenarios.
-		if err := h.pg.Start(context.WithoutCancel(ctx)); err != nil && ferr == nil {
-			ferr = err
+		if serr := h.pg.Start(context.WithoutCancel(ctx)); serr != nil && err == nil {
+			err = serr
 		}
 	}
-	if ferr != nil {
-		return ferr
-	}
+	return l, tl, err
+}
 
-	recs := l.recs
-	inside := func(r loadRec) bool { return r.start.After(downFrom) && r.end.Before(downTo) }
-	byKind := func(kind string, keep func(loadRec) bool) []loadRec {
-		var out []loadRec
-		for _, r := range recs {
-			if r.kind == kind && (keep == nil || keep(r)) {
-				out = append(out, r)
+// pgOutage stops PostgreSQL after a warm-up, tries an upload while it is
+// down, starts it again after -outage and lets the load run on.
+func pgOutage(ctx context.Context, rg *rig, tl *outageTimeline) error {
+	h, s := rg.h, rg.s
+	warmup, after := 3*time.Second, 4*time.Second
+	if h.opts.quick {
+		warmup, after = 2*time.Second, 3*time.Second
+	}
+	if err := sleepCtx(ctx, warmup); err != nil {
+		return err
+	}
+	pid := h.pg.PID()
+	tl.stopBegin = time.Now()
+	h.inject("pg_ctl stop -m fast: PostgreSQL (postmaster pid %d) stops under load", pid)
+	if err := h.pg.Stop(ctx, "fast"); err != nil {
+		return err
+	}
+	tl.down, tl.downFrom = true, time.Now()
+	h.info("PostgreSQL is down (pg_ctl stop took %s); it stays down for %s while the load goes on",
+		tl.downFrom.Sub(tl.stopBegin).Round(time.Millisecond), h.opts.outage)
+	if err := sleepCtx(ctx, h.opts.outage/3); err != nil {
+		return err
+	}
+	// An upload streams to staging before it needs the database.
+	data, _ := randomData(150, 2<<20)
+	up, _ := upload(ctx, rg.c, s.URL, h.admin, "3002_00", "", "outage.apk", data)
+	staged, _ := dirEntries(s.StagingDir())
+	h.check(up.status == 503 && up.header.Get("Retry-After") != "" && len(staged) == 0 && !exists(releaseFile(s.UploadDir(), "3002_00", "")),
+		"during the outage, an upload of 3002_00 (2 MiB) got 503 with Retry-After (%s) and left no staged file (%v) and no file", up.describe(), staged)
+	if err := sleepCtx(ctx, time.Until(tl.downFrom.Add(h.opts.outage))); err != nil {
+		return err
+	}
+	tl.alive = !s.Exited()
+	tl.downTo = time.Now()
+	h.inject("pg_ctl start: PostgreSQL restarts on the same port; the server is not restarted")
+	accepted := make(chan time.Time, 1)
+	pollCtx, stopPoll := context.WithTimeout(ctx, time.Minute)
+	defer stopPoll()
+	go func() {
+		for pollCtx.Err() == nil {
+			if conn, err := rg.connect(pollCtx); err == nil {
+				accepted <- time.Now()
+				conn.Close(pollCtx)
+				return
 			}
+			sleepCtx(pollCtx, 10*time.Millisecond)
 		}
-		return out
+	}()
+	if err := h.pg.Start(ctx); err != nil {
+		return err
 	}
-	all := func(rs []loadRec, ok func(loadRec) bool) (bad []loadRec) {
-		for _, r := range rs {
-			if !ok(r) {
-				bad = append(bad, r)
-			}
-		}
-		return bad
+	tl.down = false
+	started := time.Now()
+	select {
+	case tl.acceptAt = <-accepted:
+	case <-time.After(5 * time.Second):
+		tl.acceptAt = started
 	}
-	example := func(rs []loadRec) string {
-		if len(rs) == 0 {
-			return ""
+	h.info("PostgreSQL accepts connections again (new postmaster pid %d), %s after pg_ctl start began",
+		h.pg.PID(), tl.acceptAt.Sub(tl.downTo).Round(time.Millisecond))
+	return sleepCtx(ctx, after)
+}
+
+// loadRecs are requests of the load.
+type loadRecs []loadRec
+
+// where returns the requests of kind ("" for all) for which keep, if set,
+// is true.
+func (rs loadRecs) where(kind string, keep func(loadRec) bool) loadRecs {
+	var out loadRecs
+	for _, r := range rs {
+		if (kind == "" || r.kind == kind) && (keep == nil || keep(r)) {
+			out = append(out, r)
 		}
-		r := rs[0]
-		if r.status == 0 {
-			return fmt.Sprintf("; e.g. %s at +%s: no response (%v)", r.kind, r.start.Sub(h.scenarioStart).Round(time.Millisecond), r.err)
-		}
-		return fmt.Sprintf("; e.g. %s at +%s: %d", r.kind, r.start.Sub(h.scenarioStart).Round(time.Millisecond), r.status)
 	}
+	return out
+}
+
+// failing returns the requests for which ok is false.
+func (rs loadRecs) failing(ok func(loadRec) bool) loadRecs {
+	return rs.where("", func(r loadRec) bool { return !ok(r) })
+}
+
+// slowest is the longest request.
+func (rs loadRecs) slowest() time.Duration {
+	var d time.Duration
+	for _, r := range rs {
+		d = max(d, r.end.Sub(r.start))
+	}
+	return d
+}
+
+// example describes the first request, for a report line.
+func (rs loadRecs) example(since time.Time) string {
+	if len(rs) == 0 {
+		return ""
+	}
+	r := rs[0]
+	if r.status == 0 {
+		return fmt.Sprintf("; e.g. %s at +%s: no response (%v)", r.kind, r.start.Sub(since).Round(time.Millisecond), r.err)
+	}
+	return fmt.Sprintf("; e.g. %s at +%s: %d", r.kind, r.start.Sub(since).Round(time.Millisecond), r.status)
+}
+
+// checkAll counts one verification: every request of rs passes ok, and
+// there is at least one.
+func (rs loadRecs) checkAll(h *harness, ok func(loadRec) bool, format string, args ...any) {
+	bad := rs.failing(ok)
+	h.check(len(rs) > 0 && len(bad) == 0, format+": %d of %d%s", append(args, len(rs)-len(bad), len(rs), bad.example(h.scenarioStart))...)
+}
+
+// outageVerifyLoad checks what the load saw before, during and after the
+// outage.
+func outageVerifyLoad(rg *rig, l *outageLoad, tl outageTimeline) {
+	h, s := rg.h, rg.s
+	recs := loadRecs(l.recs)
 	h.info("load finished: %d requests (%d device reports, %d update checks, %d list reads, %d readiness probes)",
-		len(recs), len(byKind("device", nil)), len(byKind("check", nil)), len(byKind("list", nil)), len(byKind("ready", nil)))
+		len(recs), len(recs.where("device", nil)), len(recs.where("check", nil)), len(recs.where("list", nil)), len(recs.where("ready", nil)))
 
-	// Before the fault.
-	preStop := byKind("device", func(r loadRec) bool { return r.end.Before(tl.stopBegin) })
-	// During the outage.
-	devIn := byKind("device", inside)
-	bad := all(devIn, func(r loadRec) bool { return r.status == 503 && r.retryAfter })
-	var slowest503 time.Duration
-	for _, r := range devIn {
-		slowest503 = max(slowest503, r.end.Sub(r.start))
-	}
-	h.check(len(devIn) > 0 && len(bad) == 0, "during the outage, device reports got a prompt 503 with Retry-After: %d of %d sent and answered while PostgreSQL was down, the slowest in %s%s",
-		len(devIn)-len(bad), len(devIn), slowest503.Round(time.Millisecond), example(bad))
-	listIn := byKind("list", inside)
-	bad = all(listIn, func(r loadRec) bool { return r.status == 503 && r.retryAfter })
-	h.check(len(listIn) > 0 && len(bad) == 0, "during the outage, release list reads got 503 with Retry-After: %d of %d%s",
-		len(listIn)-len(bad), len(listIn), example(bad))
-	checkIn := byKind("check", inside)
-	bad = all(checkIn, func(r loadRec) bool { return r.status == 200 && r.bodyOK })
-	h.check(len(checkIn) > 0 && len(bad) == 0, "during the outage, update checks kept answering 200 with release %s from memory: %d of %d%s",
-		l.newest, len(checkIn)-len(bad), len(checkIn), example(bad))
-	readyIn := byKind("ready", inside)
-	bad = all(readyIn, func(r loadRec) bool { return r.status == 503 })
-	h.check(len(readyIn) > 0 && len(bad) == 0, "during the outage, /readyz answered 503: %d of %d probes%s",
-		len(readyIn)-len(bad), len(readyIn), example(bad))
-	h.check(aliveDuring && !s.exited(), "the server process (pid %d) stayed alive through the outage and was never restarted", s.pid())
+	inside := func(r loadRec) bool { return r.start.After(tl.downFrom) && r.end.Before(tl.downTo) }
+	devIn := recs.where("device", inside)
+	devIn.checkAll(h, func(r loadRec) bool { return r.status == 503 && r.retryAfter },
+		"during the outage, device reports sent and answered while PostgreSQL was down got a prompt 503 with Retry-After, the slowest in %s", devIn.slowest().Round(time.Millisecond))
+	recs.where("list", inside).checkAll(h, func(r loadRec) bool { return r.status == 503 && r.retryAfter },
+		"during the outage, release list reads got 503 with Retry-After")
+	recs.where("check", inside).checkAll(h, func(r loadRec) bool { return r.status == 200 && r.bodyOK },
+		"during the outage, update checks kept answering 200 with release %s from memory", l.newest)
+	recs.where("ready", inside).checkAll(h, func(r loadRec) bool { return r.status == 503 },
+		"during the outage, /readyz answered 503")
+	h.check(tl.alive && !s.Exited(), "the server process (pid %d) stayed alive through the outage and was never restarted", s.Pid())
 
 	// Over the whole run.
-	bad = all(recs, func(r loadRec) bool { return r.status != 0 })
-	h.check(len(bad) == 0, "every one of the %d requests got an HTTP response: no timeout, no dropped connection%s", len(recs), example(bad))
-	var slowest time.Duration
-	for _, r := range recs {
-		slowest = max(slowest, r.end.Sub(r.start))
-	}
-	h.check(slowest <= maxLatency, "no request hung: the slowest of %d took %s (bound %s)", len(recs), slowest.Round(time.Millisecond), maxLatency)
-	bad = all(recs, func(r loadRec) bool { return r.status < 500 || r.status == 503 })
-	h.check(len(bad) == 0, "no 5xx other than 503 in %d responses%s", len(recs), example(bad))
+	recs.checkAll(h, func(r loadRec) bool { return r.status != 0 },
+		"every request got an HTTP response: no timeout, no dropped connection")
+	h.check(recs.slowest() <= maxLatency, "no request hung: the slowest of %d took %s (bound %s)", len(recs), recs.slowest().Round(time.Millisecond), maxLatency)
+	recs.checkAll(h, func(r loadRec) bool { return r.status < 500 || r.status == 503 }, "no 5xx other than 503")
 	allowed := map[string][]int{"device": {200, 503}, "list": {200, 503}, "check": {200}, "ready": {200, 503}}
-	bad = all(recs, func(r loadRec) bool { return r.status == 0 || slices.Contains(allowed[r.kind], r.status) })
-	h.check(len(bad) == 0, "only expected statuses: device reports, list reads and /readyz 200 or 503, update checks 200%s", example(bad))
-	devOK := byKind("device", func(r loadRec) bool { return r.status == 200 })
-	bad = all(devOK, func(r loadRec) bool { return r.bodyOK })
-	h.check(len(bad) == 0, "every 200 to a device report echoed its SessionID, DeviceMac, bare AppVersion and TargetABI (%d responses)", len(devOK))
-	preBad := all(preStop, func(r loadRec) bool { return r.status == 200 })
-	h.check(len(preStop) > 0 && len(preBad) == 0, "before the stop, every device report was answered 200 (%d)%s", len(preStop), example(preBad))
+	recs.checkAll(h, func(r loadRec) bool { return r.status == 0 || slices.Contains(allowed[r.kind], r.status) },
+		"only expected statuses: device reports, list reads and /readyz 200 or 503, update checks 200")
+	devOK := recs.where("device", func(r loadRec) bool { return r.status == 200 })
+	devOK.checkAll(h, func(r loadRec) bool { return r.bodyOK },
+		"every 200 to a device report echoed its SessionID, DeviceMac, bare AppVersion and TargetABI")
+	recs.where("device", func(r loadRec) bool { return r.end.Before(tl.stopBegin) }).checkAll(h, func(r loadRec) bool { return r.status == 200 },
+		"before the stop, every device report was answered 200")
+	outageVerifyRecovery(h, recs, devOK, tl)
+}
 
-	// Recovery.
+// outageVerifyRecovery checks that service came back, promptly, without a
+// server restart.
+func outageVerifyRecovery(h *harness, recs, devOK loadRecs, tl outageTimeline) {
 	var recovered time.Time
 	for _, r := range devOK {
-		if r.end.After(acceptAt) && (recovered.IsZero() || r.end.Before(recovered)) {
+		if r.end.After(tl.acceptAt) && (recovered.IsZero() || r.end.Before(recovered)) {
 			recovered = r.end
 		}
 	}
 	if recovered.IsZero() {
 		h.fail("no device report succeeded after PostgreSQL came back")
-	} else {
-		took := recovered.Sub(acceptAt)
-		when := fmt.Sprintf("%s after PostgreSQL accepted this tool's first connection", took.Round(time.Millisecond))
-		if took < 0 {
-			when = fmt.Sprintf("%s before this tool's own probe connected", (-took).Round(time.Millisecond))
-		}
-		h.check(took <= maxRecovery, "service recovered without a server restart: the first device report succeeded %s after pg_ctl start began, %s (bound %s)",
-			recovered.Sub(downTo).Round(time.Millisecond), when, maxRecovery)
-		afterRec := slices.DeleteFunc(slices.Clone(recs), func(r loadRec) bool { return !r.start.After(recovered) })
-		bad = all(afterRec, func(r loadRec) bool { return r.status == 200 })
-		h.check(len(afterRec) > 0 && len(bad) == 0, "after recovery every request of every kind was answered 200 (%d requests, /readyz included)%s", len(afterRec), example(bad))
+		return
 	}
-
-	return verifyLedger(ctx, h, s, c, db, l, resolve, ids, downFrom, downTo)
+	took := recovered.Sub(tl.acceptAt)
+	when := fmt.Sprintf("%s after PostgreSQL accepted this tool's first connection", took.Round(time.Millisecond))
+	if took < 0 {
+		when = fmt.Sprintf("%s before this tool's own probe connected", (-took).Round(time.Millisecond))
+	}
+	h.check(took <= maxRecovery, "service recovered without a server restart: the first device report succeeded %s after pg_ctl start began, %s (bound %s)",
+		recovered.Sub(tl.downTo).Round(time.Millisecond), when, maxRecovery)
+	recs.where("", func(r loadRec) bool { return r.start.After(recovered) }).checkAll(h, func(r loadRec) bool { return r.status == 200 },
+		"after recovery every request of every kind was answered 200 (/readyz included)")
 }
+
+// deviceKey is a users row's identity.
+type deviceKey struct {
+	session int64
+	mac     string
+}
+
+// deviceRow is what a users row holds.
+type deviceRow struct{ version, abi string }
 
 // verifyLedger checks the users table and the uploads counters, by SQL and
 // through the API, against what the clients saw.
-func verifyLedger(ctx context.Context, h *harness, s *serverProc, c *http.Client, db string, l *outageLoad,
-	resolve resolver, ids map[releaseKey]int64, downFrom, downTo time.Time) error {
+func verifyLedger(ctx context.Context, rg *rig, l *outageLoad, ids map[releaseKey]int64, tl outageTimeline) error {
+	h := rg.h
 	var devs []*ledgerDevice
 	counts := map[outcome]int{}
 	for _, d := range l.devices {
 		d.attempts = d.attempts[:0]
 		for i, r := range d.raw {
-			o := classify(r.status, r.start, r.end, downFrom, downTo)
+			o := classify(r.status, r.start, r.end, tl.downFrom, tl.downTo)
 			counts[o]++
 			d.attempts = append(d.attempts, attempt{version: d.versions[i], outcome: o})
 		}
 		devs = append(devs, d.ledgerDevice)
 	}
-	conn, err := h.connect(ctx, db)
+	conn, err := rg.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	type row struct{ version, abi string }
-	type key struct {
-		session int64
-		mac     string
-	}
-	rows := map[key]row{}
-	dbRows, err := conn.Query(ctx, "SELECT session_id, device_mac, COALESCE(app_version, ''), COALESCE(target_abi, '') FROM users")
+	rows := map[deviceKey]deviceRow{}
+	var k deviceKey
+	var r deviceRow
+	q, _ := conn.Query(ctx, "SELECT session_id, device_mac, COALESCE(app_version, ''), COALESCE(target_abi, '') FROM users")
+	total, err := pgx.ForEachRow(q, []any{&k.session, &k.mac, &r.version, &r.abi}, func() error {
+		rows[k] = r
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	total := 0
-	for dbRows.Next() {
-		var k key
-		var r row
-		if err := dbRows.Scan(&k.session, &k.mac, &r.version, &r.abi); err != nil {
-			return err
-		}
-		rows[k] = r
-		total++
-	}
-	if err := dbRows.Err(); err != nil {
-		return err
-	}
-	h.check(total == len(rows), "SQL: users holds one row per (SessionID, DeviceMac): %d rows, %d distinct devices", total, len(rows))
+	h.check(int(total.RowsAffected()) == len(rows), "SQL: users holds one row per (SessionID, DeviceMac): %d rows, %d distinct devices", total.RowsAffected(), len(rows))
 	var outageRows int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM apps WHERE app_version = '3002_00'").Scan(&outageRows); err != nil {
 		return err
 	}
 	h.check(outageRows == 0, "SQL: the upload refused during the outage left no row (%d)", outageRows)
+	resolve := resolverOf(ids)
 	st := settle(devs, resolve, maxUnknownExact, nil)
 	// For the counters: only the commits that explain each row.
 	stRows := settle(devs, resolve, maxUnknownExact, func(i int) observation {
-		r, ok := rows[key{devs[i].session, devs[i].mac}]
+		r, ok := rows[deviceKey{devs[i].session, devs[i].mac}]
 		return observation{found: ok, version: r.version}
 	})
-	definite := 0
-	for _, e := range st.devices {
-		if e.definite {
-			definite++
-		}
-	}
 	h.info("ledger: %d devices, %d reports: %d acknowledged (200), %d refused (503 while the database was down throughout: not committed), %d unknown (503 or error across the stop or the start: may have committed)",
 		len(devs), counts[acked]+counts[refused]+counts[unknown], counts[acked], counts[refused], counts[unknown])
-	h.info("ledger: %d devices have only definite outcomes (one possible state); %d have unknown reports, settled by trying every subset of them; %d were bounded loosely",
-		definite, st.exhaustive, st.approximated)
+	verifyDeviceRows(h, devs, st, rows)
+	uploads := map[releaseKey]int64{}
+	var rk releaseKey
+	var n int64
+	q, _ = conn.Query(ctx, "SELECT app_version, COALESCE(target_abi, ''), COALESCE(uploads, 0) FROM apps")
+	if _, err := pgx.ForEachRow(q, []any{&rk.version, &rk.abi, &n}, func() error {
+		uploads[rk] = n
+		return nil
+	}); err != nil {
+		return err
+	}
+	verifyUploadCounts(h, ids, st, stRows, uploads)
+	verifyAPIAgrees(ctx, rg, rows, uploads, len(ids))
+	rg.verifyNoErrors()
+	return nil
+}
 
+// verifyDeviceRows checks each device's row against the states its reports
+// allow.
+func verifyDeviceRows(h *harness, devs []*ledgerDevice, st settlement, rows map[deviceKey]deviceRow) {
 	var exactBad, unsureBad, ghostBad []string
-	exactN, unsureN, ackedN := 0, 0, 0
-	known := map[key]bool{}
+	exactN, unsureN, ackedN, definite := 0, 0, 0, 0
+	known := map[deviceKey]bool{}
 	for i, d := range devs {
-		k := key{d.session, d.mac}
+		k := deviceKey{d.session, d.mac}
 		known[k] = true
 		e := st.devices[i]
 		r, found := rows[k]
@@ -505,6 +545,9 @@ func verifyLedger(ctx context.Context, h *harness, s *serverProc, c *http.Client
 		}
 		if e.mustExist {
 			ackedN++
+		}
+		if e.definite {
+			definite++
 		}
 		switch {
 		case !e.mayExist:
@@ -523,39 +566,23 @@ func verifyLedger(ctx context.Context, h *harness, s *serverProc, c *http.Client
 			}
 		}
 	}
-	first := func(s []string) string {
-		if len(s) == 0 {
-			return ""
-		}
-		return "; e.g. " + s[0]
-	}
-	h.check(len(exactBad) == 0, "SQL: each of the %d devices with only definite outcomes has its row with exactly its last acknowledged version and its ABI%s", exactN, first(exactBad))
-	h.check(len(unsureBad) == 0, "SQL: each of the %d devices with unknown reports has a row only if one may have committed, holding its last acknowledged version or a later unknown one%s", unsureN, first(unsureBad))
-	h.check(len(ghostBad) == 0, "SQL: devices whose every report was refused during the outage have no row%s", first(ghostBad))
+	h.info("ledger: %d devices have only definite outcomes (one possible state); %d have unknown reports, settled by trying every subset of them; %d were bounded loosely",
+		definite, st.exhaustive, st.approximated)
+	h.check(len(exactBad) == 0, "SQL: each of the %d devices with only definite outcomes has its row with exactly its last acknowledged version and its ABI%s", exactN, firstLine(exactBad))
+	h.check(len(unsureBad) == 0, "SQL: each of the %d devices with unknown reports has a row only if one may have committed, holding its last acknowledged version or a later unknown one%s", unsureN, firstLine(unsureBad))
+	h.check(len(ghostBad) == 0, "SQL: devices whose every report was refused during the outage have no row%s", firstLine(ghostBad))
 	var strangers []string
 	for k := range rows {
 		if !known[k] {
 			strangers = append(strangers, fmt.Sprintf("%d/%s", k.session, k.mac))
 		}
 	}
-	h.check(len(strangers) == 0, "SQL: no row belongs to a device that was never reported (%d rows, %d devices had an acknowledged report)%s", len(rows), ackedN, first(strangers))
+	h.check(len(strangers) == 0, "SQL: no row belongs to a device that was never reported (%d rows, %d devices had an acknowledged report)%s", len(rows), ackedN, firstLine(strangers))
+}
 
-	uploads := map[releaseKey]int64{}
-	appRows, err := conn.Query(ctx, "SELECT app_version, COALESCE(target_abi, ''), COALESCE(uploads, 0) FROM apps")
-	if err != nil {
-		return err
-	}
-	for appRows.Next() {
-		var k releaseKey
-		var n int64
-		if err := appRows.Scan(&k.version, &k.abi, &n); err != nil {
-			return err
-		}
-		uploads[k] = n
-	}
-	if err := appRows.Err(); err != nil {
-		return err
-	}
+// verifyUploadCounts checks each release's uploads counter against the
+// (device, version) transitions the reports and the rows allow.
+func verifyUploadCounts(h *harness, ids map[releaseKey]int64, st, stRows settlement, uploads map[releaseKey]int64) {
 	for k := range ids {
 		for _, m := range []map[releaseKey]span{st.uploads, stRows.uploads} {
 			if _, ok := m[k]; !ok {
@@ -583,16 +610,20 @@ func verifyLedger(ctx context.Context, h *harness, s *serverProc, c *http.Client
 				"SQL: apps.uploads of %s is %d: within %d..%d, the transitions the reports and rows allow (%s; the spread is reports of unknown outcome)", name, got, want.min, want.max, between)
 		}
 	}
+}
 
-	// The same through the API.
+// verifyAPIAgrees checks that the API lists the same devices and counters
+// as SQL.
+func verifyAPIAgrees(ctx context.Context, rg *rig, rows map[deviceKey]deviceRow, uploads map[releaseKey]int64, releases int) {
+	h := rg.h
 	var apiUsers []userJSON
-	if err := getJSON(ctx, c, s.URL+"/api/v1/users", h.admin, &apiUsers); err != nil {
+	if err := getJSON(ctx, rg.c, rg.s.URL+"/api/v1/users", h.admin, &apiUsers); err != nil {
 		h.fail("API: GET /api/v1/users: %v", err)
 	} else {
 		var diff []string
-		seen := map[key]bool{}
+		seen := map[deviceKey]bool{}
 		for _, u := range apiUsers {
-			k := key{u.SessionID, u.DeviceMac}
+			k := deviceKey{u.SessionID, u.DeviceMac}
 			seen[k] = true
 			if r, ok := rows[k]; !ok || r.version != u.AppVersion || r.abi != u.TargetABI {
 				diff = append(diff, fmt.Sprintf("%d/%s: API %s/%q, SQL %+v (present %t)", u.SessionID, u.DeviceMac, u.AppVersion, u.TargetABI, r, ok))
@@ -603,22 +634,19 @@ func verifyLedger(ctx context.Context, h *harness, s *serverProc, c *http.Client
 				diff = append(diff, fmt.Sprintf("%d/%s missing from the API", k.session, k.mac))
 			}
 		}
-		h.check(len(diff) == 0 && len(apiUsers) == len(rows), "API: GET /api/v1/users lists the same %d devices with the same versions and ABIs as SQL%s", len(apiUsers), first(diff))
+		h.check(len(diff) == 0 && len(apiUsers) == len(rows), "API: GET /api/v1/users lists the same %d devices with the same versions and ABIs as SQL%s", len(apiUsers), firstLine(diff))
 	}
 	var apiRels []releaseJSON
-	if err := getJSON(ctx, c, s.URL+"/api/v1/updates", h.admin, &apiRels); err != nil {
+	if err := getJSON(ctx, rg.c, rg.s.URL+"/api/v1/updates", h.admin, &apiRels); err != nil {
 		h.fail("API: GET /api/v1/updates: %v", err)
-	} else {
-		var diff []string
-		for _, r := range apiRels {
-			k := releaseKey{r.Version, r.TargetABI}
-			if r.Uploads != uploads[k] {
-				diff = append(diff, fmt.Sprintf("%s %q: API %d, SQL %d", r.Version, r.TargetABI, r.Uploads, uploads[k]))
-			}
-		}
-		h.check(len(diff) == 0 && len(apiRels) == len(ids), "API: GET /api/v1/updates shows the same Uploads as SQL for all %d releases%s", len(apiRels), first(diff))
+		return
 	}
-	errs := s.errorLines()
-	h.check(len(errs) == 0, "the server logged no ERROR and no panic during the scenario (%d such lines)%s", len(errs), first(errs))
-	return nil
+	var diff []string
+	for _, r := range apiRels {
+		k := releaseKey{r.Version, r.TargetABI}
+		if r.Uploads != uploads[k] {
+			diff = append(diff, fmt.Sprintf("%s %q: API %d, SQL %d", r.Version, r.TargetABI, r.Uploads, uploads[k]))
+		}
+	}
+	h.check(len(diff) == 0 && len(apiRels) == releases, "API: GET /api/v1/updates shows the same Uploads as SQL for all %d releases%s", len(apiRels), firstLine(diff))
 }

@@ -6,12 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
 // options are the command-line flags.
@@ -100,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if err != nil {
 			return o, err
 		}
-		if err := checkExecutable(p); err != nil {
+		if err := proctest.CheckExecutable(p); err != nil {
 			return o, err
 		}
 		o.serverPath = p
@@ -180,43 +180,20 @@ var scenarios = map[string]scenario{
 }
 
 // serverBinary returns -server, or builds bin/wemesse in the module root
-// with CGO_ENABLED=0, as `make build` does.
+// as `make build` does.
 func (h *harness) serverBinary(ctx context.Context) (string, error) {
 	if h.opts.serverPath != "" {
 		return h.opts.serverPath, nil
 	}
-	goTool, err := exec.LookPath("go")
+	root, err := proctest.ModuleRoot(ctx)
 	if err != nil {
-		return "", errors.New("the go tool is not on PATH; pass -server PATH")
+		return "", err
 	}
-	out, err := exec.CommandContext(ctx, goTool, "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the server's Go module; run from the repository or pass -server PATH")
-	}
-	root := filepath.Dir(gomod)
 	bin := filepath.Join(root, "bin", "wemesse")
 	begin := time.Now()
-	cmd := exec.CommandContext(ctx, goTool, "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/wemesse")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build the server: %w\n%s", err, out)
+	if err := proctest.Build(ctx, root, bin); err != nil {
+		return "", err
 	}
 	h.printf("built %s (CGO_ENABLED=0) in %s", bin, time.Since(begin).Round(time.Millisecond))
 	return bin, nil
-}
-
-func checkExecutable(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("server binary: %w", err)
-	}
-	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("server binary %s is not an executable file", path)
-	}
-	return nil
 }

@@ -4,36 +4,24 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
+	"maps"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wemesse/server/internal/proctest"
 )
 
-// serverProc is the server binary running as our child on 127.0.0.1. It can
-// be killed, stopped and started again with the same settings.
+// serverProc is the server binary running as our child on 127.0.0.1 for
+// one scenario. It can be killed, stopped and started again with the same
+// settings; the harness kills it at the end of the scenario.
 type serverProc struct {
-	h        *harness
-	name     string
-	settings map[string]string // WEMESSE_* variables
-	dir      string            // working directory (no stray .env) and log
-	logPath  string
-	addr     string // 127.0.0.1:PORT
-	URL      string // http://127.0.0.1:PORT
-
-	cmd       *exec.Cmd
-	done      chan struct{} // closed when the current process has exited
-	exitErr   error
-	exitedAt  time.Time
-	logOffset int64 // where the current process's log begins
+	*proctest.Server
+	h *harness
 }
 
 // startServer starts a server on a free port with the harness's defaults,
@@ -43,18 +31,8 @@ func (h *harness) startServer(ctx context.Context, name, db string, settings map
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	s := &serverProc{h: h, name: name, dir: dir, logPath: filepath.Join(dir, "server.log"),
-		addr: "127.0.0.1:" + strconv.Itoa(port)}
-	s.URL = "http://" + s.addr
-	s.settings = map[string]string{
-		"WEMESSE_ADDR":         s.addr,
+	all := map[string]string{
 		"WEMESSE_DATABASE_URL": h.pg.DSN(db),
-		"WEMESSE_UPLOAD_DIR":   filepath.Join(dir, "uploads"),
-		"WEMESSE_PUBLIC_URL":   s.URL + "/uploads",
 		"WEMESSE_SIGNATURE":    h.admin,
 		// Cheap hashes: the bootstrap and CLI secrets are hashed with these.
 		"WEMESSE_ARGON2_MEMORY":      "1024",
@@ -62,150 +40,21 @@ func (h *harness) startServer(ctx context.Context, name, db string, settings map
 		"WEMESSE_ARGON2_PARALLELISM": "1",
 		"WEMESSE_LOG_LEVEL":          "info",
 	}
-	for k, v := range settings {
-		s.settings[k] = v
-	}
-	if err := s.start(ctx); err != nil {
+	maps.Copy(all, settings)
+	p, err := proctest.Start(ctx, proctest.Options{Binary: h.bin, Dir: dir, Settings: all})
+	if err != nil {
 		return nil, err
 	}
+	s := &serverProc{Server: p, h: h}
+	h.track(s)
 	return s, nil
-}
-
-// uploadDir is the server's WEMESSE_UPLOAD_DIR.
-func (s *serverProc) uploadDir() string { return s.settings["WEMESSE_UPLOAD_DIR"] }
-
-// stagingDir is where the server stages uploads.
-func (s *serverProc) stagingDir() string { return filepath.Join(s.uploadDir(), ".staging") }
-
-// env is our environment without WEMESSE_* variables, plus the settings.
-func (s *serverProc) env() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WEMESSE_") {
-			env = append(env, kv)
-		}
-	}
-	for k, v := range s.settings {
-		env = append(env, k+"="+v)
-	}
-	return env
-}
-
-// start launches the process (again) and waits for /healthz.
-func (s *serverProc) start(ctx context.Context) error {
-	if s.cmd != nil && !s.exited() {
-		return errors.New("server: start while running")
-	}
-	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logFile.Close() // the child has its own descriptor
-	if fi, err := logFile.Stat(); err == nil {
-		s.logOffset = fi.Size()
-	}
-	cmd := exec.Command(s.h.bin, "serve")
-	cmd.Dir = s.dir
-	cmd.Env = s.env()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start server: %w", err)
-	}
-	s.cmd, s.done, s.exitErr = cmd, make(chan struct{}), nil
-	s.h.track(s)
-	done := s.done
-	go func() {
-		err := cmd.Wait()
-		s.exitErr, s.exitedAt = err, time.Now()
-		close(done)
-	}()
-	c := newHTTPClient()
-	defer c.CloseIdleConnections()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		r := do(ctx, c, "GET", s.URL+"/healthz", "", "", nil, time.Second)
-		if r.status == http.StatusOK {
-			return nil
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("server exited at start: %v\nserver log (tail):\n%s", s.exitErr, lastLines(s.logText(), 15))
-		case <-ctx.Done():
-			s.kill()
-			return ctx.Err()
-		case <-time.After(30 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.kill()
-			return fmt.Errorf("server not healthy within 30s\nserver log (tail):\n%s", lastLines(s.logText(), 15))
-		}
-	}
-}
-
-// pid is the current process's id.
-func (s *serverProc) pid() int { return s.cmd.Process.Pid }
-
-// exited reports whether the current process has ended.
-func (s *serverProc) exited() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// waitExit waits at most d for the process to end.
-func (s *serverProc) waitExit(d time.Duration) bool {
-	select {
-	case <-s.done:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
-// signal sends sig to the process.
-func (s *serverProc) signal(sig syscall.Signal) error { return s.cmd.Process.Signal(sig) }
-
-// kill ends the process with SIGKILL and waits for it.
-func (s *serverProc) kill() {
-	if s.cmd == nil || s.exited() {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.done
-}
-
-// stop ends the process gracefully (SIGTERM), or with SIGKILL after 20s.
-func (s *serverProc) stop() {
-	if s.cmd == nil || s.exited() {
-		return
-	}
-	_ = s.signal(syscall.SIGTERM)
-	if !s.waitExit(20 * time.Second) {
-		s.kill()
-	}
-}
-
-// logText is the current process's log so far.
-func (s *serverProc) logText() string {
-	f, err := os.Open(s.logPath)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	f.Seek(s.logOffset, io.SeekStart)
-	b, _ := io.ReadAll(f)
-	return string(b)
 }
 
 // errorLines returns the log lines of every run of this server at level
 // ERROR or that mention a panic.
 func (s *serverProc) errorLines() []string {
 	var out []string
-	b, _ := os.ReadFile(s.logPath)
+	b, _ := os.ReadFile(s.LogPath)
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
@@ -217,31 +66,12 @@ func (s *serverProc) errorLines() []string {
 	return out
 }
 
-// rss reads VmRSS and VmHWM of the process, in kB.
-func (s *serverProc) rss() (memory, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid()))
-	if err != nil {
-		return memory{}, err
-	}
-	return parseStatus(bytes.NewReader(b))
-}
-
-// createSecret runs `wemesse signature create --role ROLE` with the
-// server's settings and returns the secret, the last line of its output.
+// createSecret creates a secret of role with `wemesse signature create`
+// and waits until the running server accepts it.
 func (s *serverProc) createSecret(ctx context.Context, role string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, s.h.bin, "signature", "create", "--role", role)
-	cmd.Dir = s.dir
-	cmd.Env = s.env()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("signature create: %w\n%s", err, stderr.String())
-	}
-	secret := strings.TrimSpace(lastLines(stdout.String(), 1))
-	if secret == "" || strings.ContainsAny(secret, " \t") {
-		return "", fmt.Errorf("signature create: unexpected output %q", stdout.String())
+	_, secret, err := s.CreateSecret(ctx, role)
+	if err != nil {
+		return "", err
 	}
 	// A running server learns of the new row within WEMESSE_AUTH_REFRESH.
 	// Wait for it on an endpoint that writes nothing: 403 (known, not
@@ -264,62 +94,53 @@ func (s *serverProc) createSecret(ctx context.Context, role string) (string, err
 	}
 }
 
-// exitDescription says how the process ended.
-func (s *serverProc) exitDescription() string {
-	if s.exitErr == nil {
-		return "exit status 0"
-	}
-	return s.exitErr.Error()
+// rig is one scenario's database, server and HTTP client: what its setup,
+// inject and verify steps share.
+type rig struct {
+	h      *harness
+	db     string // faults_NAME on the shared cluster
+	s      *serverProc
+	c      *http.Client
+	client string // a client-role secret, when the scenario asked for one
 }
 
-// memory is a resident set, current and peak, in kB.
-type memory struct{ rssKB, hwmKB int64 }
-
-// parseStatus reads VmRSS and VmHWM from a /proc/PID/status text.
-func parseStatus(r io.Reader) (memory, error) {
-	var m memory
-	found := 0
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (k != "VmRSS" && k != "VmHWM") {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+// newRig creates the database faults_NAME and starts a server on it with
+// settings; withClient also creates a client-role secret through the CLI.
+// The caller must close the rig.
+func (h *harness) newRig(ctx context.Context, name string, withClient bool, settings map[string]string) (_ *rig, err error) {
+	r := &rig{h: h, db: "faults_" + name, c: newHTTPClient()}
+	defer func() {
 		if err != nil {
-			return memory{}, fmt.Errorf("parse %s: %w", k, err)
+			r.close()
 		}
-		if k == "VmRSS" {
-			m.rssKB = n
-		} else {
-			m.hwmKB = n
+	}()
+	if err := h.pg.CreateDB(ctx, r.db); err != nil {
+		return nil, err
+	}
+	if r.s, err = h.startServer(ctx, name, r.db, settings); err != nil {
+		return nil, err
+	}
+	if withClient {
+		if r.client, err = r.s.createSecret(ctx, "client"); err != nil {
+			return nil, err
 		}
-		found++
 	}
-	if err := sc.Err(); err != nil {
-		return memory{}, err
-	}
-	if found < 2 {
-		return memory{}, errors.New("VmRSS/VmHWM not found in /proc status")
-	}
-	return m, nil
+	return r, nil
 }
 
-// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+func (r *rig) close() {
+	r.c.CloseIdleConnections()
+	if r.s != nil {
+		r.s.Stop()
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+// connect opens one connection to the rig's database.
+func (r *rig) connect(ctx context.Context) (*pgx.Conn, error) { return r.h.connect(ctx, r.db) }
+
+// verifyNoErrors checks that no run of the server logged an ERROR or a
+// panic.
+func (r *rig) verifyNoErrors() {
+	errs := r.s.errorLines()
+	r.h.check(len(errs) == 0, "no run of the server logged an ERROR or a panic (%d such lines)%s", len(errs), firstLine(errs))
 }

@@ -16,44 +16,49 @@ import (
 const exitSlack = 5 * time.Second
 
 func runSigterm(ctx context.Context, h *harness) error {
-	const db = "faults_sigterm"
-	if err := h.pg.CreateDB(ctx, db); err != nil {
-		return err
-	}
-	longTO, cutTO := h.opts.longShutdown, h.opts.cutShutdown
-	s, err := h.startServer(ctx, "sigterm", db, map[string]string{"WEMESSE_SHUTDOWN_TIMEOUT": longTO.String()})
+	longTO := h.opts.longShutdown
+	rg, err := h.newRig(ctx, "sigterm", false, map[string]string{"WEMESSE_SHUTDOWN_TIMEOUT": longTO.String()})
 	if err != nil {
 		return err
 	}
-	defer s.stop()
-	c := newHTTPClient()
-	defer c.CloseIdleConnections()
-	h.info("server pid %d on %s, database %s, WEMESSE_SHUTDOWN_TIMEOUT=%s", s.pid(), s.URL, db, longTO)
-
+	defer rg.close()
+	h.info("server pid %d on %s, database %s, WEMESSE_SHUTDOWN_TIMEOUT=%s", rg.s.Pid(), rg.s.URL, rg.db, longTO)
 	size := int64(100 << 20)
 	if h.opts.quick {
 		size = 48 << 20
 	}
+	buildA, err := sigtermGraceful(ctx, rg, size)
+	if err != nil {
+		return err
+	}
+	return sigtermCutOff(ctx, rg, size, buildA)
+}
 
+// sigtermGraceful sends SIGTERM during an upload that fits in the shutdown
+// timeout, checks that it completes, and restarts the server with the short
+// timeout.
+func sigtermGraceful(ctx context.Context, rg *rig, size int64) (storedBuild, error) {
+	h, c, s := rg.h, rg.c, rg.s
+	longTO, cutTO := h.opts.longShutdown, h.opts.cutShutdown
 	// (a) An upload that fits in the shutdown timeout completes.
 	const versionA, nameA = "5000_01", "graceful.apk"
 	rateA := float64(size) / 5 // five seconds, well inside the timeout
 	up := startStreamUpload(ctx, c, s.URL, h.admin, versionA, nameA, size, rateA, 501)
-	if _, _, err := waitStaged(ctx, s.stagingDir(), 1<<20, 15*time.Second, up); err != nil {
-		return err
+	if _, _, err := waitStaged(ctx, s.StagingDir(), 1<<20, 15*time.Second, up); err != nil {
+		return storedBuild{}, err
 	}
 	for up.sent.Load() < size/4 && sleepCtx(ctx, 10*time.Millisecond) == nil {
 	}
 	sent := up.sent.Load()
 	sigAt := time.Now()
 	h.inject("(a) SIGTERM to the server (pid %d) with %s of a %s upload of %s sent at %s/s; the shutdown timeout is %s",
-		s.pid(), mib(sent), mib(size), versionA, mib(int64(rateA)), longTO)
-	if err := s.signal(syscall.SIGTERM); err != nil {
-		return err
+		s.Pid(), mib(sent), mib(size), versionA, mib(int64(rateA)), longTO)
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		return storedBuild{}, err
 	}
 	var dialErr error
 	for time.Since(sigAt) < 3*time.Second {
-		conn, err := net.DialTimeout("tcp", s.addr, time.Second)
+		conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
 		if err != nil {
 			dialErr = err
 			break
@@ -73,69 +78,72 @@ func runSigterm(ctx context.Context, h *harness) error {
 	h.check(ok && r.status == http.StatusCreated && rel.Checksum == sum && sum != "",
 		"(a) the in-flight upload completed: 201 after %s, checksum %s matches the %s sent (%s)",
 		r.end.Sub(sigAt).Round(time.Millisecond), short(rel.Checksum), mib(size), r.describe())
-	exited := s.waitExit(longTO + exitSlack - time.Since(sigAt))
-	h.check(exited && s.exitErr == nil && s.exitedAt.Sub(sigAt) < longTO,
+	exited := s.WaitExit(longTO + exitSlack - time.Since(sigAt))
+	h.check(exited && s.ExitErr() == nil && s.ExitedAt().Sub(sigAt) < longTO,
 		"(a) the server exited cleanly (%s) %s after SIGTERM, once the upload was done, inside the %s timeout",
-		s.exitDescription(), s.exitedAt.Sub(sigAt).Round(time.Millisecond), longTO)
+		s.ExitDescription(), s.ExitedAt().Sub(sigAt).Round(time.Millisecond), longTO)
 	if !exited {
-		return errors.New("the server did not exit")
+		return storedBuild{}, errors.New("the server did not exit")
 	}
-	diskSize, diskSum, derr := fileMD5(releaseFile(s.uploadDir(), versionA, nameA))
-	staged, _ := dirEntries(s.stagingDir())
+	diskSize, diskSum, derr := fileMD5(releaseFile(s.UploadDir(), versionA, nameA))
+	staged, _ := dirEntries(s.StagingDir())
 	h.check(derr == nil && diskSize == size && diskSum == sum && len(staged) == 0,
 		"(a) after exit: the file is on disk with %s, md5 %s; staging is empty (%v)", mib(diskSize), short(diskSum), staged)
 
 	h.inject("restart the server with WEMESSE_SHUTDOWN_TIMEOUT=%s", cutTO)
-	s.settings["WEMESSE_SHUTDOWN_TIMEOUT"] = cutTO.String()
-	if err := s.start(ctx); err != nil {
-		return err
+	s.Set("WEMESSE_SHUTDOWN_TIMEOUT", cutTO.String())
+	if err := s.Restart(ctx); err != nil {
+		return storedBuild{}, err
 	}
-	h.info("server pid %d", s.pid())
+	h.info("server pid %d", s.Pid())
 	buildA := storedBuild{version: versionA, name: nameA, size: size, md5: sum, id: rel.ID}
-	if err := verifyIntact(ctx, h, c, s, db, []storedBuild{buildA}); err != nil {
-		return err
-	}
+	return buildA, rg.verifyIntact(ctx, []storedBuild{buildA})
+}
 
-	// (b) An upload longer than the shutdown timeout is cut off.
+// sigtermCutOff sends SIGTERM during an upload longer than the shutdown
+// timeout, checks that it is cut off and leaves nothing, and that buildA,
+// complete before, is intact.
+func sigtermCutOff(ctx context.Context, rg *rig, size int64, buildA storedBuild) error {
+	h, c, s := rg.h, rg.c, rg.s
+	longTO, cutTO := h.opts.longShutdown, h.opts.cutShutdown
 	const versionB, nameB = "5000_02", "cutoff.apk"
 	rateB := float64(2 << 20) // far too slow to finish
-	up = startStreamUpload(ctx, c, s.URL, h.admin, versionB, nameB, size, rateB, 502)
-	if _, _, err := waitStaged(ctx, s.stagingDir(), 1<<20, 15*time.Second, up); err != nil {
+	up := startStreamUpload(ctx, c, s.URL, h.admin, versionB, nameB, size, rateB, 502)
+	if _, _, err := waitStaged(ctx, s.StagingDir(), 1<<20, 15*time.Second, up); err != nil {
 		return err
 	}
-	sigAt = time.Now()
+	sigAt := time.Now()
 	h.inject("(b) SIGTERM to the server (pid %d) with %s of a %s upload of %s sent at %s/s; the shutdown timeout is %s",
-		s.pid(), mib(up.sent.Load()), mib(size), versionB, mib(int64(rateB)), cutTO)
-	if err := s.signal(syscall.SIGTERM); err != nil {
+		s.Pid(), mib(up.sent.Load()), mib(size), versionB, mib(int64(rateB)), cutTO)
+	if err := s.Signal(syscall.SIGTERM); err != nil {
 		return err
 	}
-	exited = s.waitExit(cutTO + exitSlack + 10*time.Second)
-	took := s.exitedAt.Sub(sigAt)
-	h.check(exited && s.exitErr == nil && took <= cutTO+exitSlack,
-		"(b) the server exited cleanly (%s) %s after SIGTERM (timeout %s, bound %s)", s.exitDescription(), took.Round(time.Millisecond), cutTO, cutTO+exitSlack)
+	exited := s.WaitExit(cutTO + exitSlack + 10*time.Second)
+	took := s.ExitedAt().Sub(sigAt)
+	h.check(exited && s.ExitErr() == nil && took <= cutTO+exitSlack,
+		"(b) the server exited cleanly (%s) %s after SIGTERM (timeout %s, bound %s)", s.ExitDescription(), took.Round(time.Millisecond), cutTO, cutTO+exitSlack)
 	if !exited {
 		return errors.New("the server did not exit")
 	}
-	r, ok = up.wait(5 * time.Second)
+	r, ok := up.wait(5 * time.Second)
 	h.check(ok && r.status != http.StatusCreated, "(b) the cut-off upload did not succeed: %s after %s of %s", r.describe(), mib(up.sent.Load()), mib(size))
-	staged, _ = dirEntries(s.stagingDir())
-	h.check(len(staged) == 0 && !exists(releaseFile(s.uploadDir(), versionB, "")),
+	staged, _ := dirEntries(s.StagingDir())
+	h.check(len(staged) == 0 && !exists(releaseFile(s.UploadDir(), versionB, "")),
 		"(b) after exit, before any restart: staging is empty (%v) and nothing exists for %s", staged, versionB)
-	h.check(strings.Contains(s.logText(), "shutdown cut off requests still running"), "(b) the server logged that the shutdown cut off a request")
+	h.check(strings.Contains(s.Log(), "shutdown cut off requests still running"), "(b) the server logged that the shutdown cut off a request")
 
 	h.inject("restart the server")
-	s.settings["WEMESSE_SHUTDOWN_TIMEOUT"] = longTO.String()
-	if err := s.start(ctx); err != nil {
+	s.Set("WEMESSE_SHUTDOWN_TIMEOUT", longTO.String())
+	if err := s.Restart(ctx); err != nil {
 		return err
 	}
-	h.info("server pid %d", s.pid())
-	if err := verifyGone(ctx, h, c, s, db, versionB, nameB); err != nil {
+	h.info("server pid %d", s.Pid())
+	if err := rg.verifyGone(ctx, versionB, nameB); err != nil {
 		return err
 	}
-	if err := verifyIntact(ctx, h, c, s, db, []storedBuild{buildA}); err != nil {
+	if err := rg.verifyIntact(ctx, []storedBuild{buildA}); err != nil {
 		return err
 	}
-	errs := s.errorLines()
-	h.check(len(errs) == 0, "the last server run logged no ERROR and no panic (%d such lines)%s", len(errs), firstLine(errs))
+	rg.verifyNoErrors()
 	return nil
 }

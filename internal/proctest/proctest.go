@@ -89,6 +89,24 @@ func FreePort() (int, error) {
 	return n, err
 }
 
+// NewClient returns a keep-alive client for the servers a tool starts: no
+// proxy, a 5s dial timeout, up to conns idle connections, no compression,
+// no redirect followed and no overall timeout (each request carries its
+// own deadline).
+func NewClient(conns int) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        conns,
+			MaxIdleConnsPerHost: conns,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
 // NewSecret returns n random bytes, base64url-encoded.
 func NewSecret(n int) string {
 	b := make([]byte, n)
