@@ -32,14 +32,7 @@ func (c *clock) add(d time.Duration) { c.set(c.now().Add(d)) }
 func historyFixture(t *testing.T, dsn string) (*gorm.DB, *repository.Releases) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := repository.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { repository.Close(db) })
-	if err := repository.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := openDB(t, dsn)
 	releases := repository.NewReleases(db)
 	for _, r := range []struct {
 		version, abi string

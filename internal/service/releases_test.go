@@ -55,14 +55,7 @@ func (f *form) Next() (service.Part, error) {
 func TestReleases_Upload_failedCommitRemovesFile(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
-		db, err := repository.Open(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer repository.Close(db)
-		if err := repository.Migrate(ctx, db); err != nil {
-			t.Fatal(err)
-		}
+		db := openDB(t, dsn)
 		dir := t.TempDir()
 		disk, err := storage.NewDisk(dir)
 		if err != nil {

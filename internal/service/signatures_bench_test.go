@@ -26,14 +26,7 @@ import (
 func BenchmarkSignatures_Authenticate(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	db, err := repository.Open(ctx, dbtest.SQLite(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { repository.Close(db) })
-	if err := repository.Migrate(ctx, db); err != nil {
-		b.Fatal(err)
-	}
+	db := openDB(b, dbtest.SQLite(b))
 	store := repository.NewSignatures(db)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// The server's defaults (internal/config).

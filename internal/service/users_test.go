@@ -39,14 +39,7 @@ func (p *poisoned) WriteBatch(ctx context.Context, reports []model.DeviceReport)
 func TestUsers_Report_groupCommit(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
-		db, err := repository.Open(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer repository.Close(db)
-		if err := repository.Migrate(ctx, db); err != nil {
-			t.Fatal(err)
-		}
+		db := openDB(t, dsn)
 		store := &poisoned{Users: repository.NewUsers(db)}
 		defer store.Close()
 		users := service.NewUsers(store, service.UsersConfig{DefaultABI: "arm64", Writers: 1, MaxBatch: 64})
