@@ -26,29 +26,20 @@ type userRequest struct {
 	TargetABI       string `json:"TargetABI"`
 }
 
-// userResponse is a stored user as admins and clients see it.
+// userResponse is a stored user as admins and clients see it: its id and
+// what the device last reported.
 type userResponse struct {
-	ID              int64  `json:"ID"`
-	AppLocale       string `json:"AppLocale"`
-	AppVersion      string `json:"AppVersion"`
-	DeviceLocale    string `json:"DeviceLocale"`
-	DeviceMac       string `json:"DeviceMac"`
-	DeviceModel     string `json:"DeviceModel"`
-	DeviceSDK       string `json:"DeviceSDK"`
-	SessionActivity int64  `json:"SessionActivity"`
-	SessionID       int64  `json:"SessionID"`
-	SessionRegister int64  `json:"SessionRegister"`
-	TgVersion       string `json:"TgVersion"`
-	TargetABI       string `json:"TargetABI"`
+	ID int64 `json:"ID"`
+	userRequest
 }
 
 func toUserResponse(u model.User) userResponse {
-	return userResponse{
-		ID: u.ID, AppLocale: u.AppLocale, AppVersion: u.AppVersion, DeviceLocale: u.DeviceLocale,
+	return userResponse{ID: u.ID, userRequest: userRequest{
+		AppLocale: u.AppLocale, AppVersion: u.AppVersion, DeviceLocale: u.DeviceLocale,
 		DeviceMac: u.DeviceMac, DeviceModel: u.DeviceModel, DeviceSDK: u.DeviceSDK,
 		SessionActivity: u.SessionActivity, SessionID: u.SessionID, SessionRegister: u.SessionRegister,
 		TgVersion: u.TgVersion, TargetABI: u.TargetABI,
-	}
+	}}
 }
 
 // handleUserReport answers POST /api/v1/users.
