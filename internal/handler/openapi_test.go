@@ -46,7 +46,12 @@ func loadContract(tb testing.TB) *openapi3.T {
 		tb.Fatalf("%s does not parse: %v", contractFile, err)
 	}
 	if err := doc.Validate(context.Background()); err != nil {
-		tb.Fatalf("%s is not a valid OpenAPI document: %v", contractFile, err)
+		hint := ""
+		if strings.Contains(err.Error(), "conflicting paths") {
+			hint = "\nOpenAPI allows one parameter name per position of a path: describe every method of such a path under one path item, " +
+				"with one parameter name (chi may name it differently per method; the tests compare paths with the names erased)."
+		}
+		tb.Fatalf("%s is not a valid OpenAPI document: %v%s", contractFile, err, hint)
 	}
 	return doc
 }
