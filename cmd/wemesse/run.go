@@ -91,6 +91,7 @@ type app struct {
 	signatures *service.Signatures
 	stats      *service.Stats
 	history    *service.History
+	sessions   *service.Sessions
 }
 
 // open connects to the database, migrates it and wires the services.
@@ -143,6 +144,8 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(
 		Refresh:     cfg.AuthRefresh,
 		Observer:    a.metrics,
 	}, log)
+	a.sessions = service.NewSessions(repository.NewSessions(db), a.signatures,
+		service.SessionsConfig{Idle: cfg.SessionIdle, Max: cfg.SessionMax}, time.Now, log)
 	return a, nil
 }
 
@@ -231,6 +234,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 	}
 	go a.releases.Run(ctx)
 	go a.history.Run(ctx)
+	go a.sessions.Run(ctx)
 	if cfg.IsPostgres() {
 		// Other servers' writes arrive at once; Run's re-reads are the fallback.
 		go repository.Listen(ctx, cfg.DatabaseURL, func(topic string) {
@@ -249,7 +253,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 
 	var inflight sync.WaitGroup
 	api := handler.NewServer(handler.Deps{
-		Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, History: a.history, Log: log, Metrics: a.metrics,
+		Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, History: a.history, Sessions: a.sessions, SessionMax: cfg.SessionMax, Log: log, Metrics: a.metrics,
 		PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes, UpdateMaxAge: cfg.UpdateMaxAge,
 		AnswerSigner: signer, AnswerKeys: keys,
 		AuthFailuresPerMinute: cfg.AuthFailuresPerMin, StallTimeout: cfg.StallTimeout, MinBodyRate: cfg.MinBodyRate, TrustedProxies: cfg.TrustedProxies,

@@ -241,9 +241,7 @@ func refuseBody(w http.ResponseWriter, r *http.Request) {
 
 // check is authenticate without refuseBody.
 func (a *authenticator) check(w http.ResponseWriter, r *http.Request, secret string) (model.Signature, bool) {
-	ip := clientIP(r)
-	// OnLimit counts failures up to the limit, so reaching it is the signal.
-	if _, rate, _ := a.failures.Status(ip); rate >= float64(a.maxFailures) {
+	if a.tooManyFailures(r) {
 		w.Header().Set("Retry-After", "60")
 		fail(w, r, a.log, model.Errorf(model.TooMany, "Too many failed signature checks from this address; retry later."))
 		return model.Signature{}, false
@@ -251,13 +249,26 @@ func (a *authenticator) check(w http.ResponseWriter, r *http.Request, secret str
 	sig, err := a.sigs.Authenticate(r.Context(), secret)
 	if err != nil {
 		if model.ErrorCode(err) == model.Unauthorized {
-			a.failures.OnLimit(discardHeaders{}, r, ip) // counts the failure
+			a.countFailure(r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="wemesse"`)
 		}
 		fail(w, r, a.log, err)
 		return model.Signature{}, false
 	}
 	return sig, true
+}
+
+// tooManyFailures reports whether r's client address has reached the
+// limit of failed checks: signature checks and console logins alike.
+func (a *authenticator) tooManyFailures(r *http.Request) bool {
+	// OnLimit counts failures up to the limit, so reaching it is the signal.
+	_, rate, _ := a.failures.Status(clientIP(r))
+	return rate >= float64(a.maxFailures)
+}
+
+// countFailure counts a failed check from r's client address.
+func (a *authenticator) countFailure(r *http.Request) {
+	a.failures.OnLimit(discardHeaders{}, r, clientIP(r))
 }
 
 // maxSecretLen bounds the secret read from a request; a longer one is

@@ -351,31 +351,33 @@ const uploadReadBuffer = 256 << 10
 // handleUpload answers POST /api/v1/updates, a multipart form.
 func handleUpload(releases *service.Releases, publicURL string, maxUpload int64, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if err != nil || mediaType != "multipart/form-data" {
-			fail(w, r, log, model.Errorf(model.Unsupported, "The body must be multipart/form-data with the fields appVersion, appNotes and tmpFile."))
-			return
-		}
-		if r.ContentLength > maxUpload+multipartOverhead {
-			fail(w, r, log, model.Errorf(model.TooLarge, "The upload is larger than the limit of %d bytes.", maxUpload))
-			return
-		}
-		if params["boundary"] == "" {
-			fail(w, r, log, model.Errorf(model.Invalid, "The multipart body is malformed: %s.", http.ErrMissingBoundary))
-			return
-		}
-		// multipart.Reader reads through the bufio.Reader it is given when
-		// that is large enough: one read takes a large piece of the body,
-		// where its own would take 4 KiB.
-		body := bufio.NewReaderSize(http.MaxBytesReader(w, r.Body, maxUpload+multipartOverhead), uploadReadBuffer)
-		mr := multipart.NewReader(body, params["boundary"])
-		rel, err := releases.Upload(r.Context(), multipartForm{mr})
+		rel, err := upload(w, r, releases, maxUpload)
 		if err != nil {
 			fail(w, r, log, err)
 			return
 		}
 		encode(w, http.StatusCreated, toReleaseResponse(rel, publicURL))
 	}
+}
+
+// upload streams r's multipart form to releases.Upload, for the API and
+// the console alike.
+func upload(w http.ResponseWriter, r *http.Request, releases *service.Releases, maxUpload int64) (model.Release, error) {
+	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mediaType != "multipart/form-data" {
+		return model.Release{}, model.Errorf(model.Unsupported, "The body must be multipart/form-data with the fields appVersion, appNotes and tmpFile.")
+	}
+	if r.ContentLength > maxUpload+multipartOverhead {
+		return model.Release{}, model.Errorf(model.TooLarge, "The upload is larger than the limit of %d bytes.", maxUpload)
+	}
+	if params["boundary"] == "" {
+		return model.Release{}, model.Errorf(model.Invalid, "The multipart body is malformed: %s.", http.ErrMissingBoundary.Error())
+	}
+	// multipart.Reader reads through the bufio.Reader it is given when
+	// that is large enough: one read takes a large piece of the body,
+	// where its own would take 4 KiB.
+	body := bufio.NewReaderSize(http.MaxBytesReader(w, r.Body, maxUpload+multipartOverhead), uploadReadBuffer)
+	return releases.Upload(r.Context(), multipartForm{multipart.NewReader(body, params["boundary"])})
 }
 
 // multipartForm adapts a multipart.Reader to service.Form, turning transport

@@ -18,6 +18,7 @@ func addRoutes(r chi.Router, d Deps) {
 	r.Get("/healthz", handleHealth())
 	r.Get("/readyz", handleReady(d.Ready, d.Log))
 	r.Get("/uploads/*", handleDownload(d.Releases, d.Log))
+	addConsole(r, d, auth)
 	r.Get(apiPrefix+"/openapi.json", handleOpenAPI(d.Log))
 
 	r.Get(apiPrefix+"/updates/{version}", handleUpdateCheck(d.Releases, d.MirrorURL, d.UpdateMaxAge, d.AnswerSigner, d.Log))

@@ -27,6 +27,9 @@ type Deps struct {
 	Signatures *service.Signatures
 	Stats      *service.Stats
 	History    *service.History
+	Sessions   *service.Sessions // console logins
+	// SessionMax is how long a console session lives at most.
+	SessionMax time.Duration
 	Log        *slog.Logger
 
 	PublicURL      string // base of links to this server's files

@@ -79,6 +79,18 @@ type releaseDayRow struct {
 
 func (releaseDayRow) TableName() string { return "release_days" }
 
+// sessionRow is a row of console_sessions: one console login. The token
+// itself lives only in the browser's cookie.
+type sessionRow struct {
+	ID          int64     `gorm:"column:id;primaryKey"`
+	TokenHash   string    `gorm:"column:token_hash;type:text;not null;uniqueIndex:idx_console_sessions_token"`
+	SignatureID int64     `gorm:"column:signature_id;not null"`
+	CreatedAt   time.Time `gorm:"column:created_at;not null"`
+	LastSeenAt  time.Time `gorm:"column:last_seen_at;not null"`
+}
+
+func (sessionRow) TableName() string { return "console_sessions" }
+
 // migrationLock is the PostgreSQL advisory lock key that serializes
 // migrations of servers starting at once (AutoMigrate alone races).
 const migrationLock = 0x77656d65 // "weme"
@@ -99,7 +111,7 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 			if err := upgradeLegacy(tx); err != nil {
 				return fmt.Errorf("repository: migrate: upgrade legacy rows: %w", err)
 			}
-			if err := tx.AutoMigrate(&appRow{}, &signatureRow{}, &userRow{}, &releaseDayRow{}); err != nil {
+			if err := tx.AutoMigrate(&appRow{}, &signatureRow{}, &userRow{}, &releaseDayRow{}, &sessionRow{}); err != nil {
 				return fmt.Errorf("repository: migrate: %w", err)
 			}
 			return backfill(tx)

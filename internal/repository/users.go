@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -334,6 +335,33 @@ func (r *Users) Adoption(ctx context.Context, versions []string, activeSince int
 		for _, row := range rows {
 			out = append(out, model.Adoption{Version: v, TargetABI: row.TargetABI, Devices: row.Devices, Active: row.Active})
 		}
+	}
+	return out, nil
+}
+
+// Search returns the users of page whose SessionID or DeviceMac is query,
+// or whose DeviceModel starts with it (any case); every user when query
+// is empty. Ordered by id.
+func (r *Users) Search(ctx context.Context, query string, page model.Page) ([]model.User, error) {
+	q := r.db.WithContext(ctx).Where("id > ?", page.After).Order("id")
+	if query != "" {
+		like := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.ToLower(query)) + "%"
+		cond := r.db.Where("device_mac = ?", query).Or(`LOWER(device_model) LIKE ? ESCAPE '\'`, like)
+		if n, err := strconv.ParseInt(query, 10, 64); err == nil {
+			cond = cond.Or("session_id = ?", n)
+		}
+		q = q.Where(cond)
+	}
+	if page.Limit > 0 {
+		q = q.Limit(page.Limit)
+	}
+	var rows []userRow
+	if err := q.Find(&rows).Error; err != nil {
+		return nil, translate(err, "user search")
+	}
+	out := make([]model.User, len(rows))
+	for i, row := range rows {
+		out[i] = toUser(row)
 	}
 	return out, nil
 }

@@ -452,3 +452,9 @@ func newSecret() (string, error) {
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
+
+// byID returns signature id as last read, and whether it exists.
+func (s *Signatures) byID(id int64) (model.Signature, bool) {
+	sig, ok := (*s.rows.Load())[id]
+	return sig, ok
+}

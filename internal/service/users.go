@@ -19,6 +19,9 @@ type UserStore interface {
 	WriteBatch(ctx context.Context, reports []model.DeviceReport) (commit func() ([]model.User, error), err error)
 	// Each calls fn for every user of page in id order, streaming.
 	Each(ctx context.Context, page model.Page, fn func(model.User) error) error
+	// Search returns the users of page whose SessionID or DeviceMac is
+	// query or whose DeviceModel starts with it; all when query is "".
+	Search(ctx context.Context, query string, page model.Page) ([]model.User, error)
 }
 
 // UsersConfig tunes Users.
@@ -179,4 +182,18 @@ func (s *Users) Each(ctx context.Context, page model.Page, fn func(model.User) e
 		return err
 	}
 	return s.store.Each(ctx, page, fn)
+}
+
+// Search returns at most page.Limit users after page.After whose
+// SessionID or DeviceMac is query, or whose DeviceModel starts with it
+// (any case); every user when query is empty. Invalid for a bad page or
+// a query longer than model.MaxTextLen.
+func (s *Users) Search(ctx context.Context, query string, page model.Page) ([]model.User, error) {
+	if err := page.Validate(); err != nil {
+		return nil, err
+	}
+	if len(query) > model.MaxTextLen {
+		return nil, model.Errorf(model.Invalid, "The search must be at most %d characters.", model.MaxTextLen)
+	}
+	return s.store.Search(ctx, query, page)
 }
