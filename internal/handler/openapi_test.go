@@ -77,7 +77,9 @@ func pathShape(path string) string { return docParam.ReplaceAllString(docPath(pa
 
 // consolePage reports whether route is the console's (or the redirect of
 // / to it): HTML pages, which the API contract does not describe.
-func consolePage(route string) bool { return route == "/" || route == "/console" || strings.HasPrefix(route, "/console/") }
+func consolePage(route string) bool {
+	return route == "/" || route == "/console" || strings.HasPrefix(route, "/console/")
+}
 
 var docParam = regexp.MustCompile(`\{[^}]*\}`)
 
