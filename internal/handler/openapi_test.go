@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"regexp"
 	"slices"
@@ -87,11 +86,7 @@ var docParam = regexp.MustCompile(`\{[^}]*\}`)
 // method that the document does not describe, or the other way round.
 func TestOpenAPI_RoutesDocumented(t *testing.T) {
 	doc := loadContract(t)
-	srv := handler.NewServer(handler.Deps{Log: slog.New(slog.DiscardHandler)})
-	routes, ok := srv.(chi.Routes)
-	if !ok {
-		t.Fatalf("NewServer returned %T, not a chi router", srv)
-	}
+	routes := routerOf(t, newTestServer(t, dbtest.SQLite(t)))
 	registered := map[string]bool{}
 	chiRoute := map[string]string{} // shape → the route as OpenAPI writes it
 	err := chi.Walk(routes, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
@@ -318,7 +313,7 @@ func checkCredentialsSent(_ context.Context, in *openapi3filter.AuthenticationIn
 
 func (cv *contractValidator) run(t *testing.T, ts *testServer, cases []contractCase) {
 	t.Helper()
-	mux := ts.Config.Handler.(*chi.Mux)
+	mux := routerOf(t, ts)
 	for _, c := range cases {
 		header := slices.Clone(c.header)
 		for i := range header {
@@ -489,6 +484,17 @@ func (cv *contractValidator) checkCoverage(t *testing.T) {
 	for _, m := range missing {
 		t.Errorf("%s documents %s, but no request in TestOpenAPI_Responses provokes it: add a case that does, or list it in notExercised with the test that covers it", contractFile, m)
 	}
+}
+
+// routerOf is the chi router a test server serves, which the contract tests
+// walk and ask which route a request takes.
+func routerOf(tb testing.TB, ts *testServer) *chi.Mux {
+	tb.Helper()
+	mux, ok := ts.Config.Handler.(*chi.Mux)
+	if !ok {
+		tb.Fatalf("handler.NewServer returned %T; the contract tests need the *chi.Mux itself to walk its routes", ts.Config.Handler)
+	}
+	return mux
 }
 
 func sortedKeys(m map[string]bool) []string {
