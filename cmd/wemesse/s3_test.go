@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+
 	"github.com/wemesse/server/internal/dbtest"
 	"github.com/wemesse/server/internal/s3test"
 )
@@ -267,4 +269,28 @@ func TestRun_objectStorageBadConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `bucket "no-such-bucket" does not exist`) {
 		t.Errorf("run = %v, want a missing-bucket error", err)
 	}
+}
+
+// TestRun_objectStorageServesOnlyReleases: an object under the prefix that
+// no release names is neither served nor presigned.
+func TestRun_objectStorageServesOnlyReleases(t *testing.T) {
+	s3test.Start(t)
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		bucket := s3test.Bucket(t)
+		env := s3Env(t, dsn, bucket, "builds")
+		env["WEMESSE_SIGNATURE"] = "s3-test-secret"
+		content := "not a release"
+		if _, err := s3test.Client(t).PutObject(context.Background(), bucket, "builds/private/notes.apk",
+			strings.NewReader(content), int64(len(content)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, redirect := range []string{"false", "true"} {
+			env["WEMESSE_STORAGE_REDIRECT"] = redirect
+			s := startServer(t, env)
+			if resp, body := download(t, s, "/uploads/private/notes.apk"); resp.StatusCode != http.StatusNotFound {
+				t.Errorf("redirect %s: an object no release names: %d %q, Location %q, want 404", redirect, resp.StatusCode, body, resp.Header.Get("Location"))
+			}
+			s.stop(t)
+		}
+	})
 }

@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -222,4 +226,112 @@ func TestConnections_refusedBodyIsNotAwaited(t *testing.T) {
 			t.Errorf("secret %q: the connection stayed open after the 401", secret)
 		}
 	}
+}
+
+// TestServedFiles_plantedLinks plants symbolic and hard links in the upload
+// dir, pointing out of it and into it: none is served, and no upload writes
+// through one.
+func TestServedFiles_plantedLinks(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ts := newTestServer(t, dsn)
+		outside := t.TempDir()
+		secret := filepath.Join(outside, "passwd")
+		if err := os.WriteFile(secret, []byte("root:x:0:0"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ts.mustUpload("1_00")
+		in := func(p string) string { return filepath.Join(ts.dir, filepath.FromSlash(p)) }
+		must := func(err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tt := range []struct {
+			name  string
+			plant func()
+			path  string
+		}{
+			{"symlink to a directory outside", func() { must(os.Symlink(outside, in("etclink"))) }, "/uploads/etclink/passwd"},
+			{"symlink to a file outside", func() { must(os.Symlink(secret, in("passwd.apk"))) }, "/uploads/passwd.apk"},
+			{"hard link to a file outside", func() { must(os.Link(secret, in("hard.apk"))) }, "/uploads/hard.apk"},
+			{"symlink to a release's file", func() { must(os.Symlink(in("1_00/wemesse.apk"), in("alias.apk"))) }, "/uploads/alias.apk"},
+			{"hard link to a release's file", func() { must(os.Link(in("1_00/wemesse.apk"), in("copy.apk"))) }, "/uploads/copy.apk"},
+			{"a file no release names", func() { must(os.WriteFile(in("stray.apk"), []byte("stray"), 0o644)) }, "/uploads/stray.apk"},
+			{"release's file replaced by a symlink", func() {
+				must(os.Remove(in("1_00/wemesse.apk")))
+				must(os.Symlink(secret, in("1_00/wemesse.apk")))
+			}, "/uploads/1_00/wemesse.apk"},
+			{"release's file replaced by a hard link", func() {
+				must(os.Remove(in("1_00/wemesse.apk")))
+				must(os.Link(secret, in("1_00/wemesse.apk")))
+			}, "/uploads/1_00/wemesse.apk"},
+			{"release's directory replaced by a symlink", func() {
+				must(os.RemoveAll(in("1_00")))
+				must(os.Symlink(outside, in("1_00")))
+				must(os.WriteFile(filepath.Join(outside, "wemesse.apk"), []byte("outside"), 0o644))
+			}, "/uploads/1_00/wemesse.apk"},
+		} {
+			tt.plant()
+			resp, body := ts.do("GET", tt.path, "", nil)
+			if resp.StatusCode != http.StatusNotFound {
+				t.Errorf("%s: GET %s = %d %q, want 404", tt.name, tt.path, resp.StatusCode, body)
+			}
+		}
+
+		// Uploads whose path goes through a planted link fail and write
+		// nothing outside.
+		before := listDir(t, outside)
+		must(os.Symlink(outside, in("2_00")))
+		must(os.Symlink(outside, in("x86")))
+		for _, up := range [][]string{
+			{"appVersion", "2_00", "tmpFile", "wemesse.apk|through a version link"},
+			{"appVersion", "3_00", "targetABI", "x86", "tmpFile", "wemesse.apk|through an ABI link"},
+		} {
+			if resp, body := ts.upload(ts.admin, up...); resp.StatusCode == http.StatusCreated {
+				t.Errorf("upload %v through a symlinked directory: %d %s", up[1], resp.StatusCode, body)
+			}
+		}
+		if after := listDir(t, outside); !maps.Equal(after, before) {
+			t.Errorf("outside the upload dir: %v, want %v", after, before)
+		}
+		// A hard link where the build lands is replaced, not written through.
+		victim := filepath.Join(outside, "victim.apk")
+		must(os.WriteFile(victim, []byte("keep"), 0o644))
+		must(os.MkdirAll(in("4_00"), 0o750))
+		must(os.Link(victim, in("4_00/wemesse.apk")))
+		before = listDir(t, outside)
+		ts.mustUpload("4_00")
+		if resp, body := ts.do("GET", "/uploads/4_00/wemesse.apk", "", nil); resp.StatusCode != 200 || string(body) != "build 4_00" {
+			t.Errorf("the upload over a hard link: GET = %d %q", resp.StatusCode, body)
+		}
+		// The staging directory replaced by a link.
+		must(os.RemoveAll(in(".staging")))
+		must(os.Symlink(outside, in(".staging")))
+		if resp, body := ts.upload(ts.admin, "appVersion", "5_00", "tmpFile", "wemesse.apk|through staging"); resp.StatusCode == http.StatusCreated {
+			t.Errorf("upload through a symlinked staging dir: %d %s", resp.StatusCode, body)
+		}
+		if after := listDir(t, outside); !maps.Equal(after, before) {
+			t.Errorf("outside the upload dir: %v, want %v", after, before)
+		}
+		var versions []string
+		ts.db.Table("apps").Order("id").Pluck("app_version", &versions)
+		if !slices.Equal(versions, []string{"1_00", "4_00"}) {
+			t.Errorf("releases = %v, want [1_00 4_00]", versions)
+		}
+	})
+}
+
+// listDir maps each file under dir to its content.
+func listDir(tb testing.TB, dir string) map[string]string {
+	tb.Helper()
+	out := map[string]string{}
+	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			b, _ := os.ReadFile(p)
+			out[p] = string(b)
+		}
+		return nil
+	})
+	return out
 }

@@ -96,12 +96,16 @@ type Releases struct {
 	// Run re-reads it every refresh for counters and other servers' writes.
 	current atomic.Pointer[snapshot]
 	loadMu  sync.Mutex
+	// missReadAt is when a download of an unknown key last re-read the
+	// releases, in Unix nanoseconds.
+	missReadAt atomic.Int64
 }
 
 // snapshot is the releases as read at one moment.
 type snapshot struct {
 	releases []model.Release
-	tag      string // changes whenever any release's offer-relevant field does
+	tag      string              // changes whenever any release's offer-relevant field does
+	files    map[string]struct{} // every release's FilePath: the only keys served
 }
 
 // ReleasesConfig holds what Releases needs besides its stores.
@@ -185,7 +189,11 @@ func (s *Releases) Load(ctx context.Context) error {
 	for _, r := range all {
 		fmt.Fprintf(h, "%d|%s|%s|%t|%d|%t|%s|%q\n", r.ID, r.Version, r.TargetABI, r.Skipped, r.Rollout, r.Yanked, r.MD5, r.Notes)
 	}
-	s.current.Store(&snapshot{releases: all, tag: hex.EncodeToString(h.Sum(nil)[:12])})
+	files := make(map[string]struct{}, len(all))
+	for _, r := range all {
+		files[r.FilePath] = struct{}{}
+	}
+	s.current.Store(&snapshot{releases: all, tag: hex.EncodeToString(h.Sum(nil)[:12]), files: files})
 	return nil
 }
 
@@ -249,9 +257,42 @@ func (s *Releases) List(ctx context.Context) ([]model.Release, error) {
 	return s.store.List(ctx)
 }
 
-// Open opens a stored build for download. NotFound when absent.
+// Open opens a stored build for download. NotFound when absent, and when
+// key is not the file of a release: nothing else in the store is served.
 func (s *Releases) Open(ctx context.Context, key string) (io.ReadSeekCloser, fs.FileInfo, error) {
+	if err := s.known(ctx, key); err != nil {
+		return nil, nil, err
+	}
 	return s.files.Open(ctx, key)
+}
+
+// rereadMissEvery bounds how often a key that no release in memory names
+// makes known re-read the releases.
+const rereadMissEvery = time.Second
+
+// known returns nil when key is the file of a release (yanked ones
+// included: clients may be mid-download), else NotFound. A key missing
+// from memory re-reads the releases, at most every rereadMissEvery
+// whatever the traffic, so a release another server just created is found.
+func (s *Releases) known(ctx context.Context, key string) error {
+	snap, err := s.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	if _, ok := snap.files[key]; ok {
+		return nil
+	}
+	last := s.missReadAt.Load()
+	now := time.Now().UnixNano()
+	if time.Duration(now-last) >= rereadMissEvery && s.missReadAt.CompareAndSwap(last, now) {
+		if err := s.Load(ctx); err != nil {
+			return err
+		}
+		if _, ok := s.current.Load().files[key]; ok {
+			return nil
+		}
+	}
+	return model.Errorf(model.NotFound, "The file does not exist.")
 }
 
 // DownloadURL returns a short-lived URL (DownloadURLTTL) at which the store
@@ -261,6 +302,9 @@ func (s *Releases) DownloadURL(ctx context.Context, key string) (url string, ok 
 	p, isPresigner := s.files.(Presigner)
 	if !s.redirect || !isPresigner {
 		return "", false, nil
+	}
+	if err := s.known(ctx, key); err != nil {
+		return "", true, err
 	}
 	url, err = p.PresignedURL(ctx, key, DownloadURLTTL)
 	if err != nil {

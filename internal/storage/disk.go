@@ -5,6 +5,7 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -23,19 +24,34 @@ import (
 // every key, hence out of downloads.
 const stagingDir = ".staging"
 
-// Disk stores files under a root directory.
-type Disk struct{ root string }
+// Disk stores files under a root directory. Every access goes through an
+// os.Root, so no path, and no symbolic link planted in the directory, can
+// lead outside it; and no write or read goes through a symbolic link even
+// inside it (noLinks), nor is a file with other hard links served: whatever
+// such a link points at is not a build this server stored.
+type Disk struct {
+	dir  string // absolute
+	root *os.Root
+}
 
 // NewDisk returns a Disk rooted at dir, creating it if needed.
 func NewDisk(dir string) (*Disk, error) {
-	root, err := filepath.Abs(dir)
+	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Join(root, stagingDir), 0o750); err != nil {
-		return nil, fmt.Errorf("storage: create %s: %w", root, err)
+	if err := os.MkdirAll(abs, 0o750); err != nil {
+		return nil, fmt.Errorf("storage: create %s: %w", abs, err)
 	}
-	return &Disk{root: root}, nil
+	root, err := os.OpenRoot(abs)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", abs, err)
+	}
+	if err := root.Mkdir(stagingDir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		root.Close()
+		return nil, fmt.Errorf("storage: create %s: %w", filepath.Join(abs, stagingDir), err)
+	}
+	return &Disk{dir: abs, root: root}, nil
 }
 
 // Stage streams r into a new staged file, synced to disk, and returns its
@@ -44,14 +60,19 @@ func (d *Disk) Stage(ctx context.Context, r io.Reader) (staged string, size int6
 	if err := ctx.Err(); err != nil {
 		return "", 0, err
 	}
-	f, err := os.CreateTemp(filepath.Join(d.root, stagingDir), "upload-*")
+	if err := d.noLinks(stagingDir); err != nil {
+		return "", 0, fmt.Errorf("storage: stage: %w", err)
+	}
+	staged = "upload-" + rand.Text()
+	name := path.Join(stagingDir, staged)
+	f, err := d.root.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", 0, fmt.Errorf("storage: stage: %w", err)
 	}
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(f.Name())
+			d.root.Remove(name)
 		}
 	}()
 	size, err = io.Copy(&stagingWriter{ctx: ctx, f: f}, r)
@@ -64,35 +85,78 @@ func (d *Disk) Stage(ctx context.Context, r io.Reader) (staged string, size int6
 	if err := f.Close(); err != nil {
 		return "", 0, fmt.Errorf("storage: stage: close: %w", err)
 	}
-	return filepath.Base(f.Name()), size, nil
+	return staged, size, nil
 }
 
 // Publish moves a staged file to key atomically, replacing any file there.
+// A directory on the way that is a symbolic link fails it: the file would
+// land wherever the link points.
 func (d *Disk) Publish(ctx context.Context, staged, key string) error {
-	src, err := d.stagedPath(staged)
+	src, err := d.stagedName(staged)
 	if err != nil {
 		return err
 	}
-	dst, err := d.path(key)
-	if err != nil {
+	if !ValidKey(key) {
+		return model.Errorf(model.Invalid, "Invalid file path %q.", key)
+	}
+	dir := path.Dir(key)
+	if err := d.mkdirs(dir); err != nil {
+		return fmt.Errorf("storage: publish: %w", err)
+	}
+	if err := d.root.Rename(src, key); err != nil {
+		return fmt.Errorf("storage: publish: %w", err)
+	}
+	return d.syncDir(dir)
+}
+
+// mkdirs makes the directory dir and its parents, each a real directory.
+func (d *Disk) mkdirs(dir string) error {
+	if dir == "." {
+		return nil
+	}
+	if err := d.mkdirs(path.Dir(dir)); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-		return fmt.Errorf("storage: publish: %w", err)
+	info, err := d.root.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := d.root.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		return d.noLinks(dir) // a racing creator made it a link
+	case err != nil:
+		return err
+	case !info.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
 	}
-	if err := os.Rename(src, dst); err != nil {
-		return fmt.Errorf("storage: publish: %w", err)
+	return nil
+}
+
+// noLinks fails when name, or a directory on its way, is a symbolic link
+// (or anything but a directory on the way).
+func (d *Disk) noLinks(name string) error {
+	for p := name; p != "."; p = path.Dir(p) {
+		info, err := d.root.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if info.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("%s is a symbolic link", p)
+		}
+		if p != name && !info.IsDir() {
+			return fmt.Errorf("%s is not a directory", p)
+		}
 	}
-	return syncDir(filepath.Dir(dst))
+	return nil
 }
 
 // Discard removes a staged file. A missing one is not an error.
 func (d *Disk) Discard(ctx context.Context, staged string) error {
-	p, err := d.stagedPath(staged)
+	name, err := d.stagedName(staged)
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := d.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("storage: discard: %w", err)
 	}
 	return nil
@@ -101,32 +165,38 @@ func (d *Disk) Discard(ctx context.Context, staged string) error {
 // Remove deletes the file at key, and its directory if that becomes empty.
 // A missing file is not an error.
 func (d *Disk) Remove(ctx context.Context, key string) error {
-	p, err := d.path(key)
-	if err != nil {
-		return err
+	if !ValidKey(key) {
+		return model.Errorf(model.Invalid, "Invalid file path %q.", key)
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := d.noLinks(path.Dir(key)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		return fmt.Errorf("storage: remove: %w", err)
 	}
-	os.Remove(filepath.Dir(p)) // fails, harmlessly, unless empty
+	if err := d.root.Remove(key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("storage: remove: %w", err)
+	}
+	d.root.Remove(path.Dir(key)) // fails, harmlessly, unless empty
 	return nil
 }
 
 // Open opens the file at key for reading. It returns NotFound when there is
-// no such file.
+// no such regular file, and for a symbolic link or a file with other hard
+// links.
 func (d *Disk) Open(ctx context.Context, key string) (io.ReadSeekCloser, fs.FileInfo, error) {
-	p, err := d.path(key)
-	if err != nil {
-		return nil, nil, model.Errorf(model.NotFound, "The file does not exist.")
+	notFound := model.Errorf(model.NotFound, "The file does not exist.")
+	if !ValidKey(key) || d.noLinks(key) != nil {
+		return nil, nil, notFound
 	}
-	f, err := os.Open(p)
+	f, err := d.root.Open(key)
 	if err != nil {
-		return nil, nil, model.Errorf(model.NotFound, "The file does not exist.")
+		return nil, nil, notFound
 	}
 	info, err := f.Stat()
-	if err != nil || !info.Mode().IsRegular() {
+	if err != nil || !info.Mode().IsRegular() || hardLinked(info) {
 		f.Close()
-		return nil, nil, model.Errorf(model.NotFound, "The file does not exist.")
+		return nil, nil, notFound
 	}
 	return f, info, nil
 }
@@ -135,14 +205,21 @@ func (d *Disk) Open(ctx context.Context, key string) (io.ReadSeekCloser, fs.File
 // how many it removed. One server owns an upload directory, so at start and
 // after shutdown every staged file is a leftover.
 func (d *Disk) CleanStaging(ctx context.Context) (int, error) {
-	dir := filepath.Join(d.root, stagingDir)
-	entries, err := os.ReadDir(dir)
+	if err := d.noLinks(stagingDir); err != nil {
+		return 0, fmt.Errorf("storage: clean staging: %w", err)
+	}
+	dir, err := d.root.Open(stagingDir)
+	if err != nil {
+		return 0, fmt.Errorf("storage: clean staging: %w", err)
+	}
+	entries, err := dir.ReadDir(-1)
+	dir.Close()
 	if err != nil {
 		return 0, fmt.Errorf("storage: clean staging: %w", err)
 	}
 	n := 0
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+		if err := d.root.RemoveAll(path.Join(stagingDir, e.Name())); err != nil {
 			return n, fmt.Errorf("storage: clean staging: %w", err)
 		}
 		n++
@@ -150,21 +227,12 @@ func (d *Disk) CleanStaging(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// path resolves a key, a slash-separated relative path whose segments are
-// neither empty, "." nor "..", nor start with a dot; anything else could
-// reach outside the root or into staging.
-func (d *Disk) path(key string) (string, error) {
-	if !ValidKey(key) {
-		return "", model.Errorf(model.Invalid, "Invalid file path %q.", key)
-	}
-	return filepath.Join(d.root, filepath.FromSlash(key)), nil
-}
-
-func (d *Disk) stagedPath(staged string) (string, error) {
-	if staged == "" || staged != filepath.Base(staged) || strings.HasPrefix(staged, ".") {
+// stagedName is the root-relative name of a staged file.
+func (d *Disk) stagedName(staged string) (string, error) {
+	if staged == "" || staged != path.Base(staged) || strings.HasPrefix(staged, ".") || strings.ContainsRune(staged, '\\') {
 		return "", fmt.Errorf("storage: invalid staged id %q", staged)
 	}
-	return filepath.Join(d.root, stagingDir, staged), nil
+	return path.Join(stagingDir, staged), nil
 }
 
 // ValidKey reports whether key is a safe relative file path for storage.
@@ -227,8 +295,8 @@ func SafeName(name string) string {
 }
 
 // syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
+func (d *Disk) syncDir(dir string) error {
+	f, err := d.root.Open(dir)
 	if err != nil {
 		return fmt.Errorf("storage: sync %s: %w", dir, err)
 	}

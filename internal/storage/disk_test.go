@@ -91,11 +91,11 @@ func TestDisk_StagePublishOpen(t *testing.T) {
 	if string(b) != "hello" || info.Size() != 5 {
 		t.Errorf("got %q (%d bytes), want hello", b, info.Size())
 	}
-	assertFiles(t, d.root, "1_0/app.apk")
+	assertFiles(t, d.dir, "1_0/app.apk")
 	if err := d.Remove(ctx, "1_0/app.apk"); err != nil {
 		t.Fatal(err)
 	}
-	assertFiles(t, d.root)
+	assertFiles(t, d.dir)
 }
 
 func TestDisk_StageFailureLeavesNothing(t *testing.T) {
@@ -110,7 +110,7 @@ func TestDisk_StageFailureLeavesNothing(t *testing.T) {
 	if _, _, err := d.Stage(ctx, strings.NewReader("x")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Stage on a cancelled context: err = %v", err)
 	}
-	assertFiles(t, d.root)
+	assertFiles(t, d.dir)
 }
 
 func TestDisk_StageSeveralWritebackWindows(t *testing.T) {
@@ -125,7 +125,8 @@ func TestDisk_StageSeveralWritebackWindows(t *testing.T) {
 		if err != nil || n != int64(len(data)) {
 			t.Fatalf("%s: Stage = (%q, %d, %v), want %d bytes", name, staged, n, err, len(data))
 		}
-		p, _ := d.stagedPath(staged)
+		name, _ := d.stagedName(staged)
+		p := filepath.Join(d.dir, name)
 		got, err := os.ReadFile(p)
 		if err != nil || !bytes.Equal(got, data) {
 			t.Errorf("%s: staged file: %d bytes, %v; equal %t", name, len(got), err, bytes.Equal(got, data))
@@ -143,7 +144,7 @@ func TestDisk_StageCancelledMidFileLeavesNothing(t *testing.T) {
 	if _, _, err := d.Stage(ctx, src); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Stage err = %v, want %v", err, context.Canceled)
 	}
-	assertFiles(t, d.root)
+	assertFiles(t, d.dir)
 }
 
 type readFunc func([]byte) (int, error)
@@ -173,7 +174,7 @@ func TestDisk_RejectsEscapingKeys(t *testing.T) {
 	if err := d.Discard(ctx, staged); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(d.root), "escape.apk")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(filepath.Dir(d.dir), "escape.apk")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a file escaped the root: %v", err)
 	}
 }
@@ -189,7 +190,7 @@ func TestDisk_CleanStaging(t *testing.T) {
 	if err != nil || n != 3 {
 		t.Fatalf("CleanStaging = (%d, %v), want 3", n, err)
 	}
-	assertFiles(t, d.root)
+	assertFiles(t, d.dir)
 }
 
 func newDisk(tb testing.TB) *Disk {
