@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/wemesse/server/internal/handler"
 	"github.com/wemesse/server/internal/httpsig"
 	"github.com/wemesse/server/internal/metrics"
+	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/repository"
 	"github.com/wemesse/server/internal/service"
 	"github.com/wemesse/server/internal/storage"
@@ -32,8 +34,10 @@ import (
 
 const usage = `usage:
   wemesse [serve]                              run the server
-  wemesse signature create [--role admin|client]  store a new signature and print its secret
-  wemesse signature list                       list signatures (id, role, created, last used)
+  wemesse signature create [--role admin|client] [--name NAME] [--expires DURATION]
+                                               store a new signature and print its secret;
+                                               DURATION as Go writes it (90m, 12h) or in days (30d)
+  wemesse signature list                       list signatures (id, name, role, created, expires, last used)
   wemesse signature revoke ID                  delete a signature
   wemesse answer-key create                    print a new Ed25519 key (PKCS#8 PEM) for signing update answers
 Settings come from WEMESSE_* environment variables and a .env file.`
@@ -54,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve":
 		return serve(ctx, cfg, log, getenv)
 	case "signature":
-		return signatureCommand(ctx, cfg, log, args, stdout, getenv)
+		return signatureCommand(model.WithActor(ctx, model.ActorCLI), cfg, log, args, stdout, getenv)
 	case "answer-key":
 		if len(args) != 1 || args[0] != "create" {
 			return errors.New("answer-key: want create\n" + usage)
@@ -396,14 +400,34 @@ func signatureCommand(ctx context.Context, cfg config.Config, log *slog.Logger, 
 		fs := flag.NewFlagSet("signature create", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
 		role := fs.String("role", "admin", "admin or client")
+		name := fs.String("name", "", "a unique name, for people and the audit trail")
+		expires := fs.String("expires", "", "how long the secret works: a Go duration or days (30d); empty: forever")
 		if err := fs.Parse(args[1:]); err != nil {
 			return fmt.Errorf("signature create: %w", err)
 		}
-		secret, sig, err := a.signatures.Create(ctx, *role)
+		if fs.NArg() > 0 {
+			return fmt.Errorf("signature create: unexpected argument %q", fs.Arg(0))
+		}
+		n := service.NewSignature{Role: *role, Name: *name}
+		if *expires != "" {
+			d, err := parseDays(*expires)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("signature create: --expires %q is not a positive duration such as 12h or 30d", *expires)
+			}
+			n.ExpiresAt = time.Now().Add(d)
+		}
+		secret, sig, err := a.signatures.CreateNamed(ctx, n)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "Created %s signature %d. Copy the secret below now: it is stored only as a hash and will not be shown again.\n%s\n", sig.Role, sig.ID, secret)
+		about := ""
+		if sig.Name != "" {
+			about += fmt.Sprintf(" Its name is %s.", sig.Name)
+		}
+		if !sig.ExpiresAt.IsZero() {
+			about += " It expires at " + formatTime(sig.ExpiresAt) + "."
+		}
+		fmt.Fprintf(stdout, "Created %s signature %d.%s Copy the secret below now: it is stored only as a hash and will not be shown again.\n%s\n", sig.Role, sig.ID, about, secret)
 		return nil
 	case "list":
 		sigs, err := a.signatures.List(ctx)
@@ -411,9 +435,9 @@ func signatureCommand(ctx context.Context, cfg config.Config, log *slog.Logger, 
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tROLE\tCREATED\tLAST USED")
+		fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED\tEXPIRES\tLAST USED")
 		for _, s := range sigs {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.ID, s.Role, formatTime(s.CreatedAt), formatTime(s.LastUsedAt))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Label(), s.Role, formatTime(s.CreatedAt), formatTime(s.ExpiresAt), formatTime(s.LastUsedAt))
 		}
 		return tw.Flush()
 	case "revoke":
@@ -431,6 +455,25 @@ func signatureCommand(ctx context.Context, cfg config.Config, log *slog.Logger, 
 		return nil
 	}
 	return fmt.Errorf("signature: unknown command %q", args[0])
+}
+
+// parseDays is time.ParseDuration that also takes a whole number of days
+// first: 30d, 1d12h.
+func parseDays(s string) (time.Duration, error) {
+	days, rest, ok := strings.Cut(s, "d")
+	if !ok {
+		return time.ParseDuration(s)
+	}
+	n, err := strconv.ParseUint(days, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("%q: the days must be a whole number", s)
+	}
+	d := time.Duration(n) * 24 * time.Hour
+	if rest == "" {
+		return d, nil
+	}
+	r, err := time.ParseDuration(rest)
+	return d + r, err
 }
 
 func formatTime(t time.Time) string {

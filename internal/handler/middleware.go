@@ -211,6 +211,11 @@ func (a *authenticator) require(role string) func(http.Handler) http.Handler {
 				fail(w, r, a.log, model.Errorf(model.Forbidden, "This signature may not call this endpoint; it needs the admin role."))
 				return
 			}
+			if role == model.RoleAdmin {
+				// Admin endpoints make the changes the audit trail records;
+				// the device reports of the client role need no actor.
+				r = r.WithContext(model.WithActor(r.Context(), sig.Label()))
+			}
 			next.ServeHTTP(w, r)
 		})
 	}

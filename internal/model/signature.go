@@ -3,6 +3,8 @@ package model
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"regexp"
+	"strconv"
 	"time"
 )
 
@@ -19,8 +21,41 @@ type Signature struct {
 	Hash       string
 	Hint       string // HintOf the secret: picks the rows worth hashing against
 	Role       string
+	Name       string // unique; empty for secrets made before names existed
 	CreatedAt  time.Time
+	ExpiresAt  time.Time // zero: never
 	LastUsedAt time.Time // zero when never used
+}
+
+// Label is how the signature is named to people: its name, or #<id> when it
+// has none.
+func (s Signature) Label() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return "#" + strconv.FormatInt(s.ID, 10)
+}
+
+// Expired reports whether the signature has expired at now.
+func (s Signature) Expired(now time.Time) bool {
+	return !s.ExpiresAt.IsZero() && !now.Before(s.ExpiresAt)
+}
+
+// signatureName is what a name may look like: it never starts with #, so
+// it cannot pass for an unnamed signature's label.
+var signatureName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
+
+// ValidateSignatureName checks a new signature's name. Invalid unless it is
+// 1 to 64 letters, digits and . _ @ + -, starting with a letter or digit,
+// and not one of the actors the audit trail names itself (cli, system).
+func ValidateSignatureName(name string) error {
+	if !signatureName.MatchString(name) {
+		return Errorf(Invalid, "A signature name is 1 to 64 letters, digits and . _ @ + -, starting with a letter or digit.")
+	}
+	if name == ActorCLI || name == ActorSystem {
+		return Errorf(Invalid, "The signature name %q is reserved.", name)
+	}
+	return nil
 }
 
 // HintOf returns the first two bytes of SHA-256(secret) in hex. Stored with

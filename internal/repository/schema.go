@@ -43,6 +43,10 @@ type signatureRow struct {
 	Role       string     `gorm:"column:role;type:text"`
 	CreatedAt  time.Time  `gorm:"column:created_at"`
 	LastUsedAt *time.Time `gorm:"column:last_used_at"`
+	// Name is NULL for an unnamed signature, so that unnamed ones do not
+	// collide in the unique index.
+	Name      *string    `gorm:"column:name;type:text;uniqueIndex:idx_middlewares_name"`
+	ExpiresAt *time.Time `gorm:"column:expires_at"`
 }
 
 func (signatureRow) TableName() string { return "middlewares" }

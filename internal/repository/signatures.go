@@ -2,7 +2,7 @@ package repository
 
 import (
 	"context"
-
+	"errors"
 	"time"
 
 	"gorm.io/gorm"
@@ -29,15 +29,25 @@ func (s *Signatures) List(ctx context.Context) ([]model.Signature, error) {
 	return out, nil
 }
 
-// Create stores sig's hash, hint and role as a new signature.
+// Create stores sig's hash, hint, role, name and expiry as a new signature.
+// Conflict when its name is taken.
 func (s *Signatures) Create(ctx context.Context, sig model.Signature) (model.Signature, error) {
 	row := signatureRow{Signature: sig.Hash, Hint: sig.Hint, Role: sig.Role}
+	if sig.Name != "" {
+		row.Name = &sig.Name
+	}
+	if !sig.ExpiresAt.IsZero() {
+		row.ExpiresAt = &sig.ExpiresAt
+	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Create(&row).Error; err != nil {
 			return err
 		}
 		return announce(tx, TopicSignatures)
 	})
+	if errors.Is(err, gorm.ErrDuplicatedKey) {
+		return model.Signature{}, model.Errorf(model.Conflict, "A signature named %q exists; choose another name.", sig.Name)
+	}
 	if err != nil {
 		return model.Signature{}, translate(err, "signature")
 	}
@@ -106,6 +116,12 @@ func toSignature(r signatureRow) model.Signature {
 	sig := model.Signature{ID: r.ID, Hash: r.Signature, Hint: r.Hint, Role: r.Role, CreatedAt: r.CreatedAt}
 	if r.LastUsedAt != nil {
 		sig.LastUsedAt = *r.LastUsedAt
+	}
+	if r.Name != nil {
+		sig.Name = *r.Name
+	}
+	if r.ExpiresAt != nil {
+		sig.ExpiresAt = *r.ExpiresAt
 	}
 	return sig
 }

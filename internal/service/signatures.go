@@ -24,7 +24,8 @@ import (
 type SignatureStore interface {
 	// List returns every signature ordered by id.
 	List(ctx context.Context) ([]model.Signature, error)
-	// Create stores a signature's hash, hint and role.
+	// Create stores a signature's hash, hint, role, name and expiry;
+	// Conflict when its name is taken.
 	Create(ctx context.Context, sig model.Signature) (model.Signature, error)
 	// CreateIfEmpty stores the signature make returns only when there is none.
 	CreateIfEmpty(ctx context.Context, make func() (model.Signature, error)) (bool, error)
@@ -108,8 +109,8 @@ func NewSignatures(store SignatureStore, cfg SignaturesConfig, log *slog.Logger)
 	return s
 }
 
-// Authenticate returns the signature that secret matches. A missing, wrong
-// or revoked secret all get the same Unauthorized; Unavailable when the
+// Authenticate returns the signature that secret matches. A missing, wrong,
+// revoked or expired secret all get the same Unauthorized; Unavailable when the
 // server is too busy hashing to check in time.
 func (s *Signatures) Authenticate(ctx context.Context, secret string) (model.Signature, error) {
 	return s.authenticate(ctx, secret, false)
@@ -135,9 +136,10 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 	// Only rows whose hint matches can match; rows from before hints
 	// existed always might.
 	hint := model.HintOf(secret)
+	now := time.Now()
 	var ids []int64
 	for id, sig := range rows {
-		if sig.Hint == hint || sig.Hint == "" {
+		if (sig.Hint == hint || sig.Hint == "") && !sig.Expired(now) {
 			ids = append(ids, id)
 		}
 	}
@@ -194,8 +196,8 @@ func (s *Signatures) Cached(ctx context.Context, secret string) (model.Signature
 		return model.Signature{}, false
 	}
 	sig, ok := (*s.rows.Load())[id]
-	if !ok {
-		s.ok.Remove(key) // revoked
+	if !ok || sig.Expired(time.Now()) {
+		s.ok.Remove(key) // revoked or expired
 		return model.Signature{}, false
 	}
 	// Renewed on use: a secret in use stays cached, so the per-address
@@ -349,11 +351,33 @@ func reloadEvery(ctx context.Context, period time.Duration, load func(context.Co
 	}
 }
 
-// Create makes a new secret for role, stores its hash and returns the
-// secret, which is never stored or shown again.
+// Create makes a new unnamed secret for role that never expires; see
+// CreateNamed.
 func (s *Signatures) Create(ctx context.Context, role string) (string, model.Signature, error) {
-	if role != model.RoleAdmin && role != model.RoleClient {
+	return s.CreateNamed(ctx, NewSignature{Role: role})
+}
+
+// NewSignature describes a signature to create.
+type NewSignature struct {
+	Role      string
+	Name      string    // unique; empty: none, shown as #<id>
+	ExpiresAt time.Time // zero: never
+}
+
+// CreateNamed makes a new secret as n says, stores its hash and returns the
+// secret, which is never stored or shown again. Invalid for a bad role or
+// name or an expiry in the past, Conflict when the name is taken.
+func (s *Signatures) CreateNamed(ctx context.Context, n NewSignature) (string, model.Signature, error) {
+	if n.Role != model.RoleAdmin && n.Role != model.RoleClient {
 		return "", model.Signature{}, model.Errorf(model.Invalid, "Role must be admin or client.")
+	}
+	if n.Name != "" {
+		if err := model.ValidateSignatureName(n.Name); err != nil {
+			return "", model.Signature{}, err
+		}
+	}
+	if !n.ExpiresAt.IsZero() && !n.ExpiresAt.After(time.Now()) {
+		return "", model.Signature{}, model.Errorf(model.Invalid, "The expiry must be in the future.")
 	}
 	secret, err := newSecret()
 	if err != nil {
@@ -363,7 +387,7 @@ func (s *Signatures) Create(ctx context.Context, role string) (string, model.Sig
 	if err != nil {
 		return "", model.Signature{}, err
 	}
-	sig, err := s.store.Create(ctx, model.Signature{Hash: hash, Hint: model.HintOf(secret), Role: role})
+	sig, err := s.store.Create(ctx, model.Signature{Hash: hash, Hint: model.HintOf(secret), Role: n.Role, Name: n.Name, ExpiresAt: n.ExpiresAt})
 	if err != nil {
 		return "", model.Signature{}, err
 	}
