@@ -101,12 +101,8 @@ type app struct {
 // open connects to the database, migrates it and wires the services.
 // getenv supplies what the storage reads besides cfg (AWS_*).
 func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(string) string) (*app, error) {
-	db, err := repository.Open(ctx, cfg.DatabaseURL)
+	db, err := repository.OpenMigrated(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return nil, err
-	}
-	if err := repository.Migrate(ctx, db); err != nil {
-		repository.Close(db)
 		return nil, err
 	}
 	files, err := openFiles(ctx, cfg, getenv)

@@ -196,10 +196,6 @@ func TestStats(t *testing.T) {
 				t.Fatalf("report: %d %s", resp.StatusCode, b)
 			}
 		}
-		resp, body := ts.do("GET", "/api/v1/stats", ts.admin, nil)
-		if resp.StatusCode != 200 {
-			t.Fatalf("stats: %d %s", resp.StatusCode, body)
-		}
 		var got struct {
 			Releases []struct {
 				Id                          int64
@@ -207,9 +203,7 @@ func TestStats(t *testing.T) {
 			}
 			Totals struct{ Devices, Active30d, Uploads int64 }
 		}
-		if err := json.Unmarshal(body, &got); err != nil {
-			t.Fatal(err)
-		}
+		ts.adminJSON("/api/v1/stats", &got)
 		// arm64 and no-suffix (arm64) devices count on 1; x86 on 2268_00 has
 		// no build of its own, so on 2; 2269_00 has no arm64 build and no
 		// universal one, so that device counts nowhere; 1_0 has no release.
@@ -253,10 +247,6 @@ func TestStats_matchesSQL(t *testing.T) {
 		if err := ts.db.Exec(gen, now).Error; err != nil {
 			t.Fatal(err)
 		}
-		resp, body := ts.do("GET", "/api/v1/stats", ts.admin, nil)
-		if resp.StatusCode != 200 {
-			t.Fatalf("stats: %d %s", resp.StatusCode, body)
-		}
 		var got struct {
 			Releases []struct {
 				Id                 int64
@@ -265,9 +255,7 @@ func TestStats_matchesSQL(t *testing.T) {
 			}
 			Totals struct{ Devices, Active30d int64 }
 		}
-		if err := json.Unmarshal(body, &got); err != nil {
-			t.Fatal(err)
-		}
+		ts.adminJSON("/api/v1/stats", &got)
 		// Activities sit half a day off the 30-day line, so the second the
 		// server reads its clock cannot matter.
 		// A device counts on the build for its ABI (none reported: arm64),
@@ -307,17 +295,11 @@ func TestHistory_endpoint(t *testing.T) {
 		if resp, b := ts.do("POST", "/api/v1/users", ts.client, strings.NewReader(body)); resp.StatusCode != 200 {
 			t.Fatalf("report: %d %s", resp.StatusCode, b)
 		}
-		resp, b := ts.do("GET", "/api/v1/stats/history?days=3", ts.admin, nil)
-		if resp.StatusCode != 200 {
-			t.Fatalf("history: %d %s", resp.StatusCode, b)
-		}
 		var got map[string][]map[string]json.RawMessage
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatal(err)
-		}
+		ts.adminJSON("/api/v1/stats/history?days=3", &got)
 		days := got["Days"]
 		if len(days) != 3 {
-			t.Fatalf("%d days, want 3: %s", len(days), b)
+			t.Fatalf("%d days, want 3: %v", len(days), got)
 		}
 		today := time.Now().UTC().Format(time.DateOnly)
 		if string(days[2]["Day"]) != `"`+today+`"` || string(days[0]["Day"]) >= string(days[1]["Day"]) {
@@ -338,7 +320,7 @@ func TestHistory_endpoint(t *testing.T) {
 			resp, b := ts.do("GET", "/api/v1/stats/history?days="+q, ts.admin, nil)
 			wantError(t, resp, b, http.StatusBadRequest)
 		}
-		resp, b = ts.do("GET", "/api/v1/stats/history", ts.client, nil)
+		resp, b := ts.do("GET", "/api/v1/stats/history", ts.client, nil)
 		wantError(t, resp, b, http.StatusForbidden)
 	})
 }

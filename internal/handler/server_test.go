@@ -50,14 +50,11 @@ func newTestServer(tb testing.TB, dsn string, opts ...serverOption) *testServer 
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
-	db, err := repository.Open(ctx, dsn)
+	db, err := repository.OpenMigrated(ctx, dsn)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { repository.Close(db) })
-	if err := repository.Migrate(ctx, db); err != nil {
-		tb.Fatal(err)
-	}
 	dir := filepath.Join(tb.TempDir(), "uploads")
 	files, err := storage.NewDisk(dir)
 	if err != nil {
@@ -130,6 +127,19 @@ func (ts *testServer) do(method, path, secret string, body io.Reader, header ...
 		ts.tb.Fatal(err)
 	}
 	return resp, b
+}
+
+// adminJSON GETs path with the admin secret and decodes the 200 answer
+// into v.
+func (ts *testServer) adminJSON(path string, v any) {
+	ts.tb.Helper()
+	resp, body := ts.do("GET", path, ts.admin, nil)
+	if resp.StatusCode != 200 {
+		ts.tb.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		ts.tb.Fatalf("GET %s: %v", path, err)
+	}
 }
 
 // upload posts a multipart form; fields are name/value pairs and a

@@ -14,14 +14,11 @@ import (
 // idx_users_adoption on 100,000 users.
 func TestAdoption_usesIndex(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, dbtest.Postgres(t))
+	db, err := OpenMigrated(ctx, dbtest.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer Close(db)
-	if err := Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
 	// Rows as wide as real ones, spread over 120 versions as a client base
 	// is: the planner weighs heap pages against the index.
 	if err := db.Exec(`INSERT INTO users (app_locale, app_version, device_locale, device_mac, device_model, device_sdk,

@@ -100,6 +100,20 @@ func Ping(ctx context.Context, db *gorm.DB) error {
 	return translate(err, "database")
 }
 
+// OpenMigrated opens dsn and brings its schema up to date with Migrate;
+// on failure nothing is left open.
+func OpenMigrated(ctx context.Context, dsn string) (*gorm.DB, error) {
+	db, err := Open(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := Migrate(ctx, db); err != nil {
+		Close(db)
+		return nil, err
+	}
+	return db, nil
+}
+
 // Close closes the database's connection pool.
 func Close(db *gorm.DB) error {
 	sqlDB, err := db.DB()

@@ -17,15 +17,11 @@ func report(session int64, mac, version string) model.DeviceReport {
 
 func openMigrated(tb testing.TB, dsn string) *Users {
 	tb.Helper()
-	ctx := context.Background()
-	db, err := Open(ctx, dsn)
+	db, err := OpenMigrated(context.Background(), dsn)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { Close(db) })
-	if err := Migrate(ctx, db); err != nil {
-		tb.Fatal(err)
-	}
 	for _, v := range []string{"1_00", "2_00", "3_00"} {
 		if err := db.Exec("INSERT INTO apps (app_version, target_abi, uploads, rollout, yanked, downloads, file_path) VALUES (?, '', 0, 100, false, 0, ?)", v, v+"/a.apk").Error; err != nil {
 			tb.Fatal(err)

@@ -17,14 +17,10 @@ func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
 // test ends.
 func openDB(tb testing.TB, dsn string) *gorm.DB {
 	tb.Helper()
-	ctx := context.Background()
-	db, err := repository.Open(ctx, dsn)
+	db, err := repository.OpenMigrated(context.Background(), dsn)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { repository.Close(db) })
-	if err := repository.Migrate(ctx, db); err != nil {
-		tb.Fatal(err)
-	}
 	return db
 }
