@@ -51,7 +51,7 @@ func addConsole(r chi.Router, d Deps, auth *authenticator) {
 	r.Get(consolePrefix, http.RedirectHandler(consolePrefix+"/", http.StatusMovedPermanently).ServeHTTP)
 	r.Route(consolePrefix, func(r chi.Router) {
 		r.Use(consoleHeaders)
-		r.Use(http.NewCrossOriginProtection().Handler)
+		r.Use(c.crossOriginProtection())
 		assets := http.StripPrefix(consolePrefix, http.FileServerFS(static))
 		for _, dir := range []string{"/static/*", "/third_party/*"} {
 			r.Get(dir, func(w http.ResponseWriter, r *http.Request) {
@@ -79,6 +79,16 @@ func addConsole(r chi.Router, d Deps, auth *authenticator) {
 			r.Post("/secrets/{id}/revoke", c.secretRevoke)
 		})
 	})
+}
+
+// crossOriginProtection refuses a form posted from another origin with the
+// error page and the status the table gives Forbidden.
+func (c *consoleDeps) crossOriginProtection() func(http.Handler) http.Handler {
+	p := http.NewCrossOriginProtection()
+	p.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.fail(w, r, model.Errorf(model.Forbidden, "This form came from another site; open the console and submit it from there."))
+	}))
+	return p.Handler
 }
 
 // consoleHeaders sets the console's security headers. Pages are never
