@@ -137,12 +137,13 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(
 		Limits: service.Argon2Limits{
 			Memory: config.MaxArgon2Memory, Iterations: config.MaxArgon2Iterations, Parallelism: config.MaxArgon2Parallel,
 		},
-		Concurrency: cfg.Argon2Concurrency,
-		Wait:        cfg.Argon2Wait,
-		CacheSize:   cfg.AuthCacheSize,
-		CacheTTL:    cfg.AuthCacheTTL,
-		Refresh:     cfg.AuthRefresh,
-		Observer:    a.metrics,
+		Concurrency:  cfg.Argon2Concurrency,
+		Wait:         cfg.Argon2Wait,
+		CacheSize:    cfg.AuthCacheSize,
+		CacheTTL:     cfg.AuthCacheTTL,
+		HintFailures: cfg.AuthHintFailures,
+		Refresh:      cfg.AuthRefresh,
+		Observer:     a.metrics,
 	}, log)
 	a.sessions = service.NewSessions(repository.NewSessions(db), a.signatures,
 		service.SessionsConfig{Idle: cfg.SessionIdle, Max: cfg.SessionMax}, time.Now, log)

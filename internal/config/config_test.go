@@ -50,6 +50,7 @@ func defaults() config.Config {
 		AuthCacheTTL:       10 * time.Minute,
 		AuthRefresh:        2 * time.Second,
 		AuthFailuresPerMin: 60,
+		AuthHintFailures:   30,
 		ReadHeaderTimeout:  10 * time.Second,
 		IdleTimeout:        120 * time.Second,
 		ShutdownTimeout:    30 * time.Second,

@@ -65,7 +65,7 @@ func New(db *sql.DB) *Metrics {
 			Name: "wemesse_upload_bytes_total", Help: "Bytes of build files received into staging.",
 		}),
 		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "wemesse_signature_verifications_total", Help: "Argon2id verifications by result: match, mismatch or busy.",
+			Name: "wemesse_signature_verifications_total", Help: "Argon2id verifications by result: match, mismatch or busy; hint_budget counts checks refused without one.",
 		}, []string{"result"}),
 		authCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wemesse_signature_cache_total", Help: "Signature checks by cache outcome: hit, failed_hit (a recently failed secret) or miss.",
@@ -129,7 +129,8 @@ func (m *Metrics) requestSeries(k requestKey) requestSeries {
 // UploadBytes counts received build bytes.
 func (m *Metrics) UploadBytes(n int64) { m.uploadBytes.Add(float64(n)) }
 
-// Verification counts one Argon2id verification: match, mismatch or busy.
+// Verification counts one Argon2id verification: match, mismatch or busy,
+// or a check refused without one: hint_budget.
 func (m *Metrics) Verification(result string) { m.verifications.WithLabelValues(result).Inc() }
 
 // AuthCache counts one signature check by cache outcome.

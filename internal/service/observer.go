@@ -4,7 +4,8 @@ package service
 type Observer interface {
 	// UploadBytes counts received build bytes.
 	UploadBytes(n int64)
-	// Verification counts one Argon2id verification: match, mismatch or busy.
+	// Verification counts one Argon2id verification: match, mismatch or
+	// busy; or hint_budget for a check refused without one.
 	Verification(result string)
 	// AuthCache counts one signature check by cache outcome: hit,
 	// failed_hit or miss.

@@ -54,7 +54,11 @@ type SignaturesConfig struct {
 	CacheSize   int             // entries in each of the verified and failed caches
 	CacheTTL    time.Duration   // a verified secret stays cached this long after its last use
 	Refresh     time.Duration   // how often the table is re-read
-	Observer    Observer        // nil: NopObserver
+	// HintFailures bounds the failed checks per hint per minute that may
+	// cost an Argon2id run; past it, that hint's checks are refused without
+	// one. 0: no bound.
+	HintFailures int
+	Observer     Observer // nil: NopObserver
 }
 
 // Signatures checks secrets against the Argon2id hashes in the store.
@@ -86,6 +90,15 @@ type Signatures struct {
 	freedAt    atomic.Int64
 	freeing    atomic.Bool
 	freeMemory func()
+
+	hints hintBudget
+	// hashTook is the running mean of a failed Argon2id check's time, in
+	// nanoseconds, which a wrong secret that needs none waits out (pace);
+	// firstHash measures one hash for it before any check has run.
+	hashTook  atomic.Int64
+	firstHash func() time.Duration
+	// sleep waits d or until ctx ends (tests replace it).
+	sleep func(ctx context.Context, d time.Duration)
 }
 
 // NewSignatures returns a Signatures. Call Load before serving and Run to
@@ -101,7 +114,17 @@ func NewSignatures(store SignatureStore, cfg SignaturesConfig, log *slog.Logger)
 		refused:    map[int64]bool{},
 		touched:    map[int64]time.Time{},
 		freeMemory: debug.FreeOSMemory,
+		hints:      hintBudget{max: cfg.HintFailures, used: map[string]*hintWindow{}},
+		sleep:      sleepCtx,
 	}
+	s.firstHash = sync.OnceValue(func() time.Duration {
+		if cfg.Params.Iterations == 0 || cfg.Params.Parallelism == 0 {
+			return 0 // no parameters to hash with (a test's)
+		}
+		start := time.Now()
+		_, _ = s.hash("")
+		return time.Since(start)
+	})
 	s.rows.Store(&map[int64]model.Signature{})
 	if s.cfg.Observer == nil {
 		s.cfg.Observer = NopObserver{}
@@ -144,8 +167,20 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 		}
 	}
 	slices.Sort(ids)
+	// The hint of the client secret is public, and wrong secrets with it
+	// are cheap to make: each would cost an Argon2id run. Past its budget
+	// a hint is refused without one, whether any row has it or not, so
+	// the refusal tells nothing either.
+	if len(ids) == 0 && !s.hints.allow(hint) {
+		s.cfg.Observer.Verification("hint_budget")
+		return model.Signature{}, errUnauthorized
+	}
 	deadline := time.Now().Add(s.cfg.Wait)
 	for _, id := range ids {
+		if !s.hints.allow(hint) {
+			s.cfg.Observer.Verification("hint_budget")
+			return model.Signature{}, errUnauthorized
+		}
 		match, err := s.verify(ctx, secret, rows[id].Hash, deadline)
 		if err != nil {
 			return model.Signature{}, err
@@ -155,6 +190,7 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 			s.touch(ctx, id)
 			return rows[id], nil
 		}
+		s.hints.charge(hint)
 	}
 	// The secret may belong to a row created since the last read (by the
 	// CLI, say): re-read, at most twice a second whatever the traffic.
@@ -171,8 +207,83 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 			return s.authenticate(ctx, secret, true)
 		}
 	}
+	if len(ids) == 0 {
+		s.hints.charge(hint)
+		s.pace(ctx)
+	}
 	return model.Signature{}, errUnauthorized
 }
+
+// pace makes a wrong secret whose hint no row has take as long as one that
+// was hashed: the time of a check would otherwise tell which hints the
+// stored secrets have. It holds no hashing slot and no memory.
+func (s *Signatures) pace(ctx context.Context) {
+	d := time.Duration(s.hashTook.Load())
+	if d == 0 {
+		d = s.firstHash()
+	}
+	s.sleep(ctx, d)
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// hintBudget counts failed checks per hint in one-minute windows.
+type hintBudget struct {
+	max  int // per hint per minute; 0: no bound
+	mu   sync.Mutex
+	used map[string]*hintWindow
+}
+
+type hintWindow struct {
+	start    time.Time
+	failures int
+}
+
+// allow reports whether hint's budget has room for another check.
+func (b *hintBudget) allow(hint string) bool {
+	if b.max <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	w := b.used[hint]
+	return w == nil || time.Since(w.start) >= time.Minute || w.failures < b.max
+}
+
+// charge counts one failed check against hint.
+func (b *hintBudget) charge(hint string) {
+	if b.max <= 0 {
+		return
+	}
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	w := b.used[hint]
+	if w == nil || now.Sub(w.start) >= time.Minute {
+		if len(b.used) >= maxHintWindows {
+			for h, old := range b.used {
+				if now.Sub(old.start) >= time.Minute {
+					delete(b.used, h)
+				}
+			}
+		}
+		w = &hintWindow{start: now}
+		b.used[hint] = w
+	}
+	w.failures++
+}
+
+// maxHintWindows is how many hints' windows are kept before the ended ones
+// are dropped; there are 65536 hints in all.
+const maxHintWindows = 4096
 
 // rereadEvery bounds how often a failed check may re-read the signatures.
 const rereadEvery = 500 * time.Millisecond
@@ -230,7 +341,9 @@ func (s *Signatures) verify(ctx context.Context, secret, hash string, deadline t
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
+	start := time.Now()
 	match, err := argon2id.ComparePasswordAndHash(secret, hash)
+	took := time.Since(start)
 	<-s.slots
 	s.releaseArgon2()
 	if err != nil {
@@ -240,6 +353,17 @@ func (s *Signatures) verify(ctx context.Context, secret, hash string, deadline t
 		s.cfg.Observer.Verification("match")
 	} else {
 		s.cfg.Observer.Verification("mismatch")
+		// A running mean over about the last eight.
+		for {
+			old := s.hashTook.Load()
+			mean := int64(took)
+			if old != 0 {
+				mean = old + (int64(took)-old)/8
+			}
+			if s.hashTook.CompareAndSwap(old, mean) {
+				break
+			}
+		}
 	}
 	return match, nil
 }
