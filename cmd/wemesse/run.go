@@ -119,7 +119,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(
 	a.releases = service.NewReleases(repository.NewReleases(db), files, service.ReleasesConfig{
 		PublicURL: cfg.PublicURL, MaxUpload: cfg.MaxUploadBytes, DefaultABI: cfg.DefaultABI,
 		Refresh: cfg.ReleasesRefresh, Key: storage.Key, SafeName: storage.SafeName, Observer: a.metrics,
-		Redirect: cfg.StorageRedirect,
+		Redirect: cfg.StorageRedirect, Tracks: cfg.Tracks,
 	}, log)
 	users := repository.NewUsers(db)
 	a.userStore = users

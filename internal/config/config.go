@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wemesse/server/internal/model"
 )
 
 // Config is the server's effective configuration.
@@ -40,6 +42,7 @@ type Config struct {
 	HistoryRefresh  time.Duration  // WEMESSE_HISTORY_REFRESH: how often today's adoption is counted again
 	SessionIdle     time.Duration  // WEMESSE_SESSION_IDLE: a console session unused this long ends
 	SessionMax      time.Duration  // WEMESSE_SESSION_MAX: a console session ends this long after login
+	Tracks          model.Tracks   // WEMESSE_TRACKS: release tracks, most adventurous first
 	LogLevel        slog.Level
 
 	AnswerKeyFile     string        // WEMESSE_ANSWER_KEY_FILE: PEM of the key that signs update answers; empty: unsigned
@@ -93,7 +96,7 @@ var Variables = []string{
 	"WEMESSE_STALL_TIMEOUT", "WEMESSE_MIN_BODY_RATE", "WEMESSE_MAX_CONNECTIONS", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH", "WEMESSE_STORAGE_URL",
 	"WEMESSE_STORAGE_REDIRECT", "WEMESSE_TRUSTED_PROXIES", "WEMESSE_PPROF", "WEMESSE_HISTORY_REFRESH",
 	"WEMESSE_SESSION_IDLE", "WEMESSE_SESSION_MAX",
-	"WEMESSE_ANSWER_KEY_FILE", "WEMESSE_ANSWER_KEYS_RETIRED", "WEMESSE_ANSWER_TTL",
+	"WEMESSE_ANSWER_KEY_FILE", "WEMESSE_ANSWER_KEYS_RETIRED", "WEMESSE_ANSWER_TTL", "WEMESSE_TRACKS",
 }
 
 // Load reads the configuration through getenv and checks it.
@@ -124,6 +127,7 @@ func Load(getenv func(string) string) (Config, error) {
 		HistoryRefresh:  p.duration("WEMESSE_HISTORY_REFRESH", time.Minute),
 		SessionIdle:     p.duration("WEMESSE_SESSION_IDLE", 30*time.Minute),
 		SessionMax:      p.duration("WEMESSE_SESSION_MAX", 12*time.Hour),
+		Tracks:          p.tracks("WEMESSE_TRACKS", "internal,beta,stable"),
 		Argon2: Argon2{
 			Memory:      uint32(p.int64("WEMESSE_ARGON2_MEMORY", 64*1024, 8, MaxArgon2Memory)),
 			Iterations:  uint32(p.int64("WEMESSE_ARGON2_ITERATIONS", 1, 1, MaxArgon2Iterations)),
@@ -200,6 +204,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("signature_set", c.Signature != ""),
 		slog.Bool("tls", c.TLSCert != ""),
 		slog.String("default_abi", c.DefaultABI),
+		slog.String("tracks", strings.Join(c.Tracks, ",")),
 		slog.Int("argon2_concurrency", c.Argon2Concurrency),
 		slog.String("answer_key_file", c.AnswerKeyFile),
 		slog.Int("answer_keys_retired", len(c.AnswerKeysRetired)),
@@ -281,6 +286,15 @@ func (p *parser) prefixes(name string) []netip.Prefix {
 		out = append(out, pre.Masked())
 	}
 	return out
+}
+
+// tracks reads a comma-separated list of release tracks.
+func (p *parser) tracks(name, def string) model.Tracks {
+	ts, err := model.ParseTracks(p.str(name, def))
+	if err != nil {
+		p.fail(name + ": " + model.ErrorMessage(err))
+	}
+	return ts
 }
 
 func (p *parser) bool(name string) bool {

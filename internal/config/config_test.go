@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wemesse/server/internal/config"
+	"github.com/wemesse/server/internal/model"
 )
 
 // envOf returns a getenv that serves m.
@@ -38,6 +39,7 @@ func defaults() config.Config {
 		HistoryRefresh:  time.Minute,
 		SessionIdle:     30 * time.Minute,
 		SessionMax:      12 * time.Hour,
+		Tracks:          model.Tracks{"internal", "beta", "stable"},
 		LogLevel:        slog.LevelInfo,
 		Argon2: config.Argon2{
 			Memory:      64 * 1024,
@@ -175,6 +177,11 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{
+			name: "tracks",
+			env:  map[string]string{"WEMESSE_TRACKS": "canary, beta,stable"},
+			want: func(c *config.Config) { c.Tracks = model.Tracks{"canary", "beta", "stable"} },
+		},
+		{
 			name: "log_level_debug",
 			env:  map[string]string{"WEMESSE_LOG_LEVEL": "debug"},
 			want: func(c *config.Config) { c.LogLevel = slog.LevelDebug },
@@ -253,6 +260,9 @@ func TestLoad_errors(t *testing.T) {
 		{"default_abi_unknown", map[string]string{"WEMESSE_DEFAULT_ABI": "mips"}, "WEMESSE_DEFAULT_ABI"},
 		{"default_abi_case", map[string]string{"WEMESSE_DEFAULT_ABI": "ARM64"}, "WEMESSE_DEFAULT_ABI"},
 		{"pprof_without_metrics", map[string]string{"WEMESSE_PPROF": "true"}, "WEMESSE_METRICS_ADDR"},
+		{"tracks_without_stable", map[string]string{"WEMESSE_TRACKS": "beta,production"}, "WEMESSE_TRACKS"},
+		{"tracks_bad_name", map[string]string{"WEMESSE_TRACKS": "Beta,stable"}, "WEMESSE_TRACKS"},
+		{"tracks_twice", map[string]string{"WEMESSE_TRACKS": "beta,beta,stable"}, "WEMESSE_TRACKS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -346,6 +346,11 @@ type fuzzRelease struct {
 	Rollout   int    `json:"Rollout"`
 	Yanked    bool   `json:"Yanked"`
 	Downloads int64  `json:"Downloads"`
+
+	Track       string      `json:"Track"`
+	Halted      bool        `json:"Halted"`
+	MandatoryAt *string     `json:"MandatoryAt"`
+	Schedule    [0]struct{} `json:"Schedule"` // empty after an upload; an array keeps the struct comparable
 }
 
 // uploadFuzz is a server for the upload targets, with a small upload
@@ -634,7 +639,7 @@ func (u *uploadFuzz) checkCreated(t *testing.T, rec *httptest.ResponseRecorder, 
 	wantRel := fuzzRelease{
 		ID: row.ID, Checksum: wantRow.AppChecksum, Name: name, Message: want.notes, Size: model.FormatSize(int64(len(want.content))),
 		Version: version, Skipped: wantRow.Skipped, URI: escapedURL(publicURL, key), SHA256: wantRow.SHA256,
-		TargetABI: abi, Rollout: rollout,
+		TargetABI: abi, Rollout: rollout, Track: model.DefaultTrack,
 	}
 	if rel != wantRel {
 		t.Fatalf("release JSON\n %+v\nwant\n %+v", rel, wantRel)

@@ -42,16 +42,33 @@ type releaseResponse struct {
 	Rollout   int    `json:"Rollout"`
 	Yanked    bool   `json:"Yanked"`
 	Downloads int64  `json:"Downloads"`
+
+	Track       string         `json:"Track"`
+	Halted      bool           `json:"Halted"`
+	MandatoryAt *time.Time     `json:"MandatoryAt"` // RFC 3339; null when none
+	Schedule    []stepResponse `json:"Schedule"`
+}
+
+// stepResponse is one step of a release's Schedule.
+type stepResponse struct {
+	At      time.Time `json:"At"`
+	Rollout int       `json:"Rollout"`
+	State   string    `json:"State"` // pending, applied or cancelled
 }
 
 // toReleaseResponse converts a release, linking its file under base.
 func toReleaseResponse(r model.Release, base string) releaseResponse {
-	return releaseResponse{
+	out := releaseResponse{
 		ID: r.ID, Checksum: r.MD5, Name: r.Name, Message: r.Notes, Size: r.SizeText,
 		Version: r.Version.String(), Skipped: r.Skipped, Uploads: r.Uploads,
 		URI: fileURL(base, r.FilePath), SHA256: r.SHA256, TargetABI: r.TargetABI,
 		Rollout: r.Rollout, Yanked: r.Yanked, Downloads: r.Downloads,
+		Track: r.Track, Halted: r.Halted, MandatoryAt: r.MandatoryAt, Schedule: make([]stepResponse, len(r.Schedule)),
 	}
+	for i, st := range r.Schedule {
+		out.Schedule[i] = stepResponse{At: st.At, Rollout: st.Rollout, State: string(st.State)}
+	}
+	return out
 }
 
 // fileURL joins base and a storage key, escaping each segment.
@@ -63,7 +80,7 @@ func fileURL(base, key string) string {
 	return base + "/" + strings.Join(segs, "/")
 }
 
-// handleUpdateCheck answers GET /api/v1/updates/{version}?device=ID. The
+// handleUpdateCheck answers GET /api/v1/updates/{version}?device=ID&track=T. The
 // answer may be cached for maxAge; its ETag changes with any upload, edit or
 // yank, and If-None-Match gets 304. With a signer, a 200 carries
 // Content-Digest and an RFC 9421 signature; a 304 refers to the signed
@@ -73,7 +90,8 @@ func handleUpdateCheck(releases *service.Releases, mirrorURL string, maxAge time
 	jsonType := []string{"application/json; charset=utf-8"}
 	answers := answerCache{signer: signer}
 	return func(w http.ResponseWriter, r *http.Request) {
-		rel, tag, err := releases.Check(r.Context(), chi.URLParam(r, "version"), queryValue(r.URL.RawQuery, "device"))
+		q := r.URL.RawQuery
+		rel, tag, err := releases.Check(r.Context(), chi.URLParam(r, "version"), queryValue(q, "device"), queryValue(q, "track"))
 		if err != nil {
 			fail(w, r, log, err)
 			return
@@ -234,11 +252,47 @@ func queryValue(rawQuery, key string) string {
 	return ""
 }
 
-// releasePatch is the body of PATCH /api/v1/updates/{id}; absent keys stay.
+// releasePatch is the body of PATCH /api/v1/updates/{id}; absent keys
+// stay, unknown keys are refused.
 type releasePatch struct {
-	Message *string `json:"Message"`
-	Skipped *bool   `json:"Skipped"`
-	Rollout *int    `json:"Rollout"`
+	Message     *string             `json:"Message"`
+	Skipped     *bool               `json:"Skipped"`
+	Rollout     *int                `json:"Rollout"`
+	Halted      *bool               `json:"Halted"`
+	MandatoryAt optional[string]    `json:"MandatoryAt"` // RFC 3339, or null to clear
+	Schedule    *[]releasePatchStep `json:"Schedule"`
+}
+
+type releasePatchStep struct {
+	At      string `json:"At"`
+	Rollout int    `json:"Rollout"`
+}
+
+// toPatch checks the times of req and converts it.
+func (req releasePatch) toPatch() (model.ReleasePatch, error) {
+	patch := model.ReleasePatch{Notes: req.Message, Skipped: req.Skipped, Rollout: req.Rollout, Halted: req.Halted}
+	if req.MandatoryAt.Set {
+		patch.MandatoryAt = &model.Deadline{}
+		if req.MandatoryAt.Value != nil {
+			at, err := time.Parse(time.RFC3339, *req.MandatoryAt.Value)
+			if err != nil {
+				return patch, model.Errorf(model.Invalid, "MandatoryAt must be an RFC 3339 time such as 2026-12-24T18:00:00Z, or null.")
+			}
+			patch.MandatoryAt.At = &at
+		}
+	}
+	if req.Schedule != nil {
+		steps := make([]model.Step, len(*req.Schedule))
+		for i, st := range *req.Schedule {
+			at, err := time.Parse(time.RFC3339, st.At)
+			if err != nil {
+				return patch, model.Errorf(model.Invalid, "Schedule step %d: At must be an RFC 3339 time such as 2026-12-24T18:00:00Z.", i+1)
+			}
+			steps[i] = model.Step{At: at, Rollout: st.Rollout}
+		}
+		patch.Schedule = &steps
+	}
+	return patch, nil
 }
 
 // handleReleaseEdit answers PATCH /api/v1/updates/{id}.
@@ -249,12 +303,49 @@ func handleReleaseEdit(releases *service.Releases, publicURL string, log *slog.L
 			fail(w, r, log, err)
 			return
 		}
-		req, err := decode[releasePatch](w, r)
+		req, err := decodeStrict[releasePatch](w, r)
 		if err != nil {
 			fail(w, r, log, err)
 			return
 		}
-		rel, err := releases.Edit(r.Context(), id, model.ReleasePatch{Notes: req.Message, Skipped: req.Skipped, Rollout: req.Rollout})
+		patch, err := req.toPatch()
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		rel, err := releases.Edit(r.Context(), id, patch)
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, toReleaseResponse(rel, publicURL))
+	}
+}
+
+// promoteRequest is the body of POST /api/v1/updates/{id}/promote.
+type promoteRequest struct {
+	Track   string `json:"Track"`
+	Rollout *int   `json:"Rollout"`
+}
+
+// handleReleasePromote answers POST /api/v1/updates/{id}/promote.
+func handleReleasePromote(releases *service.Releases, publicURL string, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathID(r)
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		req, err := decodeStrict[promoteRequest](w, r)
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		if req.Track == "" {
+			fail(w, r, log, model.Errorf(model.Invalid, "Track is required."))
+			return
+		}
+		rel, err := releases.Promote(r.Context(), id, req.Track, req.Rollout)
 		if err != nil {
 			fail(w, r, log, err)
 			return
@@ -309,10 +400,10 @@ type releaseStats struct {
 	Downloads int64  `json:"Downloads"`
 }
 
-// handleStats answers GET /api/v1/stats.
+// handleStats answers GET /api/v1/stats[?track=T].
 func handleStats(stats *service.Stats, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		st, err := stats.Get(r.Context())
+		st, err := stats.Get(r.Context(), r.URL.Query().Get("track"))
 		if err != nil {
 			fail(w, r, log, err)
 			return

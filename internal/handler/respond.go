@@ -8,7 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/wemesse/server/internal/model"
@@ -60,19 +63,83 @@ func decode[T any](w http.ResponseWriter, r *http.Request) (T, error) {
 	if err == nil {
 		return v, nil
 	}
+	return v, decodeError(err)
+}
+
+// decodeError turns an error of reading or decoding a JSON body into a
+// model error.
+func decodeError(err error) error {
 	var tooLarge *http.MaxBytesError
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case errors.Is(err, errBodyTooSlow):
-		return v, model.Errorf(model.Invalid, "The body arrived too slowly.")
+		return model.Errorf(model.Invalid, "The body arrived too slowly.")
 	case errors.As(err, &tooLarge):
-		return v, model.Errorf(model.TooLarge, "The body is larger than %d bytes.", maxJSONBytes)
+		return model.Errorf(model.TooLarge, "The body is larger than %d bytes.", maxJSONBytes)
 	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return v, model.Errorf(model.Invalid, "%s must be a JSON %s.", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+		return model.Errorf(model.Invalid, "%s must be a JSON %s.", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
 	case errors.As(err, &typeErr), errors.Is(err, io.EOF):
-		return v, model.Errorf(model.Invalid, "The body must be a JSON object.")
+		return model.Errorf(model.Invalid, "The body must be a JSON object.")
 	}
-	return v, model.Errorf(model.Invalid, "The body is not valid JSON: %s.", strings.TrimPrefix(err.Error(), "json: "))
+	return model.Errorf(model.Invalid, "The body is not valid JSON: %s.", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// decodeStrict is decode for bodies whose every key must be one of T's
+// JSON keys, spelled exactly: unknown keys get Invalid, naming them all.
+func decodeStrict[T any](w http.ResponseWriter, r *http.Request) (T, error) {
+	var v T
+	raw, err := decode[map[string]json.RawMessage](w, r)
+	if err != nil {
+		return v, err
+	}
+	known := jsonKeys(reflect.TypeFor[T]())
+	var unknown []string
+	for k := range raw {
+		if !slices.Contains(known, k) {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return v, model.Errorf(model.Invalid, "Unknown fields: %s. The known fields are %s.", strings.Join(unknown, ", "), strings.Join(known, ", "))
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return v, err
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, decodeError(err)
+	}
+	return v, nil
+}
+
+// jsonKeys lists the JSON keys of a struct type's fields.
+func jsonKeys(t reflect.Type) []string {
+	var keys []string
+	for f := range t.Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// optional is a JSON field that can tell absent (Set false) from null
+// (Set true, Value nil).
+type optional[T any] struct {
+	Set   bool
+	Value *T
+}
+
+// UnmarshalJSON is called for a present key, null included.
+func (o *optional[T]) UnmarshalJSON(b []byte) error {
+	o.Set = true
+	if string(b) == "null" {
+		o.Value = nil
+		return nil
+	}
+	o.Value = new(T)
+	return json.Unmarshal(b, o.Value)
 }
 
 func jsonKind(goKind string) string {

@@ -32,6 +32,7 @@ func addRoutes(r chi.Router, d Deps) {
 		r.Post(apiPrefix+"/updates", handleUpload(d.Releases, d.PublicURL, d.MaxUploadBytes, d.Log))
 		r.Patch(apiPrefix+"/updates/{id}", handleReleaseEdit(d.Releases, d.PublicURL, d.Log))
 		r.Delete(apiPrefix+"/updates/{id}", handleReleaseYank(d.Releases, d.Log))
+		r.Post(apiPrefix+"/updates/{id}/promote", handleReleasePromote(d.Releases, d.PublicURL, d.Log))
 		r.Get(apiPrefix+"/users", handleUserList(d.Users, d.Log))
 		r.Get(apiPrefix+"/stats", handleStats(d.Stats, d.Log))
 		r.Get(apiPrefix+"/stats/history", handleHistory(d.History, d.Log))

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,7 +42,18 @@ type testServer struct {
 	admin     string // an admin secret
 	client    string // a client secret
 	maxUpload int64
+	releases  *service.Releases
+	clock     *testClock
 }
+
+// testClock is the releases' clock: the real time plus an offset a test
+// moves forward.
+type testClock struct{ offset atomic.Int64 }
+
+func (c *testClock) now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// advance moves the clock forward by d.
+func (c *testClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 type serverOption func(*handler.Deps, *service.SignaturesConfig)
 
@@ -73,9 +85,10 @@ func newTestServer(tb testing.TB, dsn string, opts ...serverOption) *testServer 
 	for _, o := range opts {
 		o(&deps, &sigCfg)
 	}
+	clock := &testClock{}
 	deps.Releases = service.NewReleases(repository.NewReleases(db), files, service.ReleasesConfig{
 		PublicURL: publicURL, MaxUpload: deps.MaxUploadBytes, DefaultABI: "arm64", Refresh: 100 * time.Millisecond,
-		Key: storage.Key, SafeName: storage.SafeName,
+		Key: storage.Key, SafeName: storage.SafeName, Tracks: model.Tracks{"internal", "beta", "stable"}, Now: clock.now,
 	}, log)
 	writers := 1
 	if strings.HasPrefix(dsn, "postgres") {
@@ -91,7 +104,7 @@ func newTestServer(tb testing.TB, dsn string, opts ...serverOption) *testServer 
 	deps.Signatures = service.NewSignatures(repository.NewSignatures(db), sigCfg, log)
 	deps.Sessions = service.NewSessions(repository.NewSessions(db), deps.Signatures, service.SessionsConfig{Idle: 30 * time.Minute, Max: 12 * time.Hour}, time.Now, log)
 	deps.SessionMax = 12 * time.Hour
-	ts := &testServer{tb: tb, db: db, dir: dir, sigs: deps.Signatures, admin: "admin-secret-for-tests", maxUpload: deps.MaxUploadBytes}
+	ts := &testServer{tb: tb, db: db, dir: dir, sigs: deps.Signatures, admin: "admin-secret-for-tests", maxUpload: deps.MaxUploadBytes, releases: deps.Releases, clock: clock}
 	if _, err := deps.Signatures.Bootstrap(ctx, ts.admin); err != nil {
 		tb.Fatal(err)
 	}
@@ -252,5 +265,5 @@ func wantKeys(tb testing.TB, obj map[string]any, keys ...string) {
 	}
 }
 
-var releaseKeys = []string{"Id", "Checksum", "Name", "Message", "Size", "Version", "Skipped", "Uploads", "URI", "SHA256", "TargetABI", "Rollout", "Yanked", "Downloads"}
+var releaseKeys = []string{"Id", "Checksum", "Name", "Message", "Size", "Version", "Skipped", "Uploads", "URI", "SHA256", "TargetABI", "Rollout", "Yanked", "Downloads", "Track", "Halted", "MandatoryAt", "Schedule"}
 var userKeys = []string{"ID", "AppLocale", "AppVersion", "DeviceLocale", "DeviceMac", "DeviceModel", "DeviceSDK", "SessionActivity", "SessionID", "SessionRegister", "TgVersion", "TargetABI"}

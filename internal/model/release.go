@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -27,21 +28,45 @@ type Release struct {
 	Yanked    bool   // never offered again; the file stays downloadable
 	FilePath  string // slash-separated, relative to the storage root
 	CreatedAt time.Time
+
+	Track       string     // the track it is offered on (see Tracks)
+	Halted      bool       // offered to nobody, schedule paused, until resumed
+	MandatoryAt *time.Time // from then on it counts as mandatory; nil: never by date
+	Schedule    []Step     // the rollout ramp, in time order
 }
 
 // ReleasePatch holds the fields of a release an admin may change; nil
 // fields stay as they are.
+//
+// Setting Rollout is a hand change: it cancels the schedule's pending
+// steps, since a person's decision wins over a plan made before it; a new
+// Schedule in the same patch starts a new plan. Setting Halted to false
+// resumes the schedule with every pending step moved later by the time the
+// release spent halted, so the ramp keeps its spacing.
 type ReleasePatch struct {
-	Notes   *string
-	Skipped *bool
-	Rollout *int
-	Yanked  *bool
+	Notes       *string
+	Skipped     *bool
+	Rollout     *int
+	Yanked      *bool
+	Track       *string
+	Halted      *bool
+	MandatoryAt *Deadline // nil: unchanged
+	Schedule    *[]Step   // replaces every step; empty clears the schedule
 }
 
-// Validate checks the patch's values.
-func (p ReleasePatch) Validate() error {
+// Deadline is a new MandatoryAt; a nil At clears it.
+type Deadline struct{ At *time.Time }
+
+// Validate checks the patch's values at now. Track is checked by the
+// caller, which knows the configured tracks.
+func (p ReleasePatch) Validate(now time.Time) error {
 	if p.Rollout != nil && (*p.Rollout < 1 || *p.Rollout > FullRollout) {
 		return Errorf(Invalid, "Rollout must be an integer from 1 to 100.")
+	}
+	if p.Schedule != nil {
+		if err := validateSchedule(*p.Schedule, now); err != nil {
+			return err
+		}
 	}
 	if p.Notes != nil && len(*p.Notes) > MaxNotesLen {
 		return Errorf(Invalid, "Message must be at most %d bytes.", MaxNotesLen)
@@ -76,32 +101,47 @@ func Bucket(device string, version Version) int {
 	return int(binary.BigEndian.Uint64(sum[:8]) % 100)
 }
 
-// OfferedTo reports whether the release may be offered to a client with the
-// given ABI and device id (empty when the client sent none): it is not
-// yanked, it is built for that ABI or universal, and the device falls inside
-// its rollout. Without a device id only full rollouts are offered.
-func (r Release) OfferedTo(abi, device string) bool {
-	if r.Yanked || (r.TargetABI != "" && r.TargetABI != abi) {
+// Client is who asks for an update.
+type Client struct {
+	Version Version
+	ABI     string
+	Device  string // empty when the client sent none
+	Tracks  Tracks // its track and every later one (Tracks.From)
+}
+
+// OfferedTo reports whether the release may be offered to client c: it is
+// neither yanked nor halted, it is on one of c's tracks, it is built for
+// c's ABI or universal, and c's device falls inside its rollout. Without a
+// device id only full rollouts are offered.
+func (r Release) OfferedTo(c Client) bool {
+	if r.Yanked || r.Halted || (r.TargetABI != "" && r.TargetABI != c.ABI) || !slices.Contains(c.Tracks, r.Track) {
 		return false
 	}
 	if r.Rollout >= FullRollout || r.Rollout == 0 {
 		return true
 	}
-	return device != "" && Bucket(device, r.Version) < r.Rollout
+	return c.Device != "" && Bucket(c.Device, r.Version) < r.Rollout
 }
 
-// NewestFor picks the release a client on version current should be
-// offered, from releases in any order. Only releases offered to the client
-// (see OfferedTo) count. It returns the newest of them (an ABI build wins a
-// tie with a universal one) and whether the client must update, which it
-// must when any mandatory release among them is newer than current. ok is
-// false when no release is offered to the client at all.
-func NewestFor(releases []Release, current Version, abi, device string) (newest Release, mustUpdate, ok bool) {
+// Mandatory reports whether the release must be installed at now: it is
+// marked so (Skipped false, as a _00 version is at upload), or its
+// MandatoryAt has come.
+func (r Release) Mandatory(now time.Time) bool {
+	return !r.Skipped || (r.MandatoryAt != nil && !now.Before(*r.MandatoryAt))
+}
+
+// NewestFor picks the release client c should be offered at now, from
+// releases in any order. Only releases offered to c (see OfferedTo) count.
+// It returns the newest of them (an ABI build wins a tie with a universal
+// one) and whether c must update, which it must when any release among
+// them that is mandatory at now is newer than c's version. ok is false when
+// no release is offered to c at all.
+func NewestFor(releases []Release, c Client, now time.Time) (newest Release, mustUpdate, ok bool) {
 	for _, r := range releases {
-		if !r.OfferedTo(abi, device) {
+		if !r.OfferedTo(c) {
 			continue
 		}
-		if !r.Skipped && r.Version.Compare(current) > 0 {
+		if r.Version.Compare(c.Version) > 0 && r.Mandatory(now) {
 			mustUpdate = true
 		}
 		if !ok {

@@ -1,6 +1,9 @@
 package model
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestFormatSize(t *testing.T) {
 	tests := []struct {
@@ -28,7 +31,7 @@ func TestFormatSize(t *testing.T) {
 func TestNewestFor(t *testing.T) {
 	rel := func(id int64, v, abi string) Release {
 		version := mustVersion(t, v)
-		return Release{ID: id, Version: version, TargetABI: abi, Skipped: !version.Mandatory()}
+		return Release{ID: id, Version: version, TargetABI: abi, Skipped: !version.Mandatory(), Track: DefaultTrack}
 	}
 	releases := []Release{
 		rel(1, "2264_00", ""),
@@ -55,16 +58,107 @@ func TestNewestFor(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, must, ok := NewestFor(releases, mustVersion(t, tt.current), tt.abi, "")
+			got, must, ok := NewestFor(releases, Client{Version: mustVersion(t, tt.current), ABI: tt.abi, Tracks: Tracks{DefaultTrack}}, time.Now())
 			if !ok || got.ID != tt.wantID || must != tt.mustUpdate {
 				t.Errorf("got (id %d, must %v, ok %v), want (id %d, must %v)", got.ID, must, ok, tt.wantID, tt.mustUpdate)
 			}
 		})
 	}
-	if _, _, ok := NewestFor(nil, mustVersion(t, "1"), "arm64", ""); ok {
+	arm64 := Client{Version: mustVersion(t, "1"), ABI: "arm64", Tracks: Tracks{DefaultTrack}}
+	if _, _, ok := NewestFor(nil, arm64, time.Now()); ok {
 		t.Error("NewestFor(nil) reported a release")
 	}
-	if _, _, ok := NewestFor(releases[4:], mustVersion(t, "1"), "arm64", ""); ok {
+	if _, _, ok := NewestFor(releases[4:], arm64, time.Now()); ok {
 		t.Error("an x86-only list offered a release to arm64")
+	}
+}
+
+// TestNewestFor_tracks runs the selection over track × halted ×
+// MandatoryAt: a client is offered the newest release among its track and
+// the later ones, and only those count toward its mandatory rule.
+func TestNewestFor_tracks(t *testing.T) {
+	tracks := Tracks{"internal", "beta", "stable"}
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	past, future := now.Add(-time.Hour), now.Add(time.Hour)
+	rel := func(id int64, v, track string, edit ...func(*Release)) Release {
+		r := Release{ID: id, Version: mustVersion(t, v), Track: track, Skipped: true, Rollout: FullRollout}
+		for _, e := range edit {
+			e(&r)
+		}
+		return r
+	}
+	halted := func(r *Release) { r.Halted = true }
+	due := func(r *Release) { r.MandatoryAt = &past }
+	later := func(r *Release) { r.MandatoryAt = &future }
+	mandatory := func(r *Release) { r.Skipped = false }
+	tests := []struct {
+		name       string
+		releases   []Release
+		track      string
+		current    string
+		wantID     int64 // 0: nothing offered
+		mustUpdate bool
+	}{
+		{"stable sees stable only", []Release{rel(1, "10_01", "stable"), rel(2, "11_01", "beta")}, "stable", "9_01", 1, false},
+		{"beta sees its newer beta", []Release{rel(1, "10_01", "stable"), rel(2, "11_01", "beta")}, "beta", "9_01", 2, false},
+		{"beta gets a stable newer than the last beta", []Release{rel(1, "12_01", "stable"), rel(2, "11_01", "beta")}, "beta", "9_01", 1, false},
+		{"internal sees every track", []Release{rel(1, "10_01", "stable"), rel(2, "11_01", "beta"), rel(3, "12_01", "internal")}, "internal", "9_01", 3, false},
+		{"a release on an unlisted track is offered to nobody", []Release{rel(1, "10_01", "stable"), rel(2, "11_01", "gone")}, "internal", "9_01", 1, false},
+		{"a beta mandatory release does not force stable", []Release{rel(1, "10_01", "stable"), rel(2, "11_00", "beta", mandatory)}, "stable", "10_01", 1, false},
+		{"a stable mandatory release forces beta", []Release{rel(1, "10_00", "stable", mandatory), rel(2, "11_01", "beta")}, "beta", "9_01", 2, true},
+		{"halted is offered to nobody", []Release{rel(1, "10_01", "stable"), rel(2, "11_01", "stable", halted)}, "stable", "9_01", 1, false},
+		{"halted mandatory forces nobody", []Release{rel(1, "10_01", "stable"), rel(2, "11_00", "stable", mandatory, halted)}, "stable", "10_01", 1, false},
+		{"halted alone: nothing", []Release{rel(1, "10_01", "beta", halted)}, "beta", "9_01", 0, false},
+		{"MandatoryAt passed forces", []Release{rel(1, "10_01", "stable", due)}, "stable", "9_01", 1, true},
+		{"MandatoryAt to come does not", []Release{rel(1, "10_01", "stable", later)}, "stable", "9_01", 1, false},
+		{"MandatoryAt passed but halted", []Release{rel(1, "10_01", "stable"), rel(2, "11_01", "stable", due, halted)}, "stable", "9_01", 1, false},
+		{"MandatoryAt passed on a track not followed", []Release{rel(1, "10_01", "stable"), rel(2, "11_01", "beta", due)}, "stable", "9_01", 1, false},
+		{"MandatoryAt passed on a followed track", []Release{rel(1, "10_01", "stable", due), rel(2, "11_01", "beta")}, "beta", "9_01", 2, true},
+		{"MandatoryAt passed, client already on it", []Release{rel(1, "10_01", "stable", due)}, "stable", "10_01", 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			from, err := tracks.From(tt.track)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, must, ok := NewestFor(tt.releases, Client{Version: mustVersion(t, tt.current), ABI: "arm64", Tracks: from}, now)
+			if tt.wantID == 0 {
+				if ok {
+					t.Errorf("got id %d, want nothing offered", got.ID)
+				}
+				return
+			}
+			if !ok || got.ID != tt.wantID || must != tt.mustUpdate {
+				t.Errorf("got (id %d, must %v, ok %v), want (id %d, must %v)", got.ID, must, ok, tt.wantID, tt.mustUpdate)
+			}
+		})
+	}
+}
+
+func TestTracks(t *testing.T) {
+	for _, tt := range []struct {
+		in      string
+		wantErr bool
+	}{
+		{"internal,beta,stable", false},
+		{" alpha , stable ", false},
+		{"stable", false},
+		{"beta", true},
+		{"beta,stable,beta", true},
+		{"Beta,stable", true},
+		{"beta,,stable", true},
+		{"a-very-long-track-name-over-32-chars,stable", true},
+	} {
+		if _, err := ParseTracks(tt.in); (err != nil) != tt.wantErr {
+			t.Errorf("ParseTracks(%q) err = %v, want error %v", tt.in, err, tt.wantErr)
+		}
+	}
+	ts := Tracks{"internal", "beta", "stable"}
+	if got, _ := ts.From("beta"); len(got) != 2 || got[0] != "beta" || got[1] != "stable" {
+		t.Errorf("From(beta) = %v", got)
+	}
+	if _, err := ts.From("nightly"); ErrorCode(err) != Invalid {
+		t.Errorf("From(nightly) err = %v, want Invalid", err)
 	}
 }

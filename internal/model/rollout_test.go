@@ -9,16 +9,16 @@ import (
 
 func TestBucket_distributionAndStability(t *testing.T) {
 	v := mustVersion(t, "2267_01")
-	r := Release{Version: v, Rollout: 10}
+	r := Release{Version: v, Rollout: 10, Track: DefaultTrack}
 	in := 0
 	for i := range 10000 {
 		device := fmt.Sprint(i + 1)
-		offered := r.OfferedTo("arm64", device)
+		offered := r.OfferedTo(stableClient("arm64", device))
 		if offered {
 			in++
 		}
 		for range 3 {
-			if r.OfferedTo("arm64", device) != offered {
+			if r.OfferedTo(stableClient("arm64", device)) != offered {
 				t.Fatalf("device %s got different answers", device)
 			}
 		}
@@ -38,8 +38,8 @@ func TestBucket_raisingRolloutKeepsDevices(t *testing.T) {
 			t.Fatalf("Bucket = %d, want 0..99", b)
 		}
 		for r := 1; r < FullRollout; r++ {
-			low, high := Release{Version: v, Rollout: r}, Release{Version: v, Rollout: r + 1}
-			if low.OfferedTo("arm", device) && !high.OfferedTo("arm", device) {
+			low, high := Release{Version: v, Rollout: r, Track: DefaultTrack}, Release{Version: v, Rollout: r + 1, Track: DefaultTrack}
+			if low.OfferedTo(stableClient("arm", device)) && !high.OfferedTo(stableClient("arm", device)) {
 				t.Fatalf("raising rollout %d→%d hid the release from %s", r, r+1, device)
 			}
 		}
@@ -80,12 +80,17 @@ func TestRelease_OfferedTo(t *testing.T) {
 		{"other ABI", Release{Version: v, Rollout: 100, TargetABI: "arm"}, "arm64", inside, false},
 		{"own ABI", Release{Version: v, Rollout: 100, TargetABI: "arm64"}, "arm64", "", true},
 		{"yanked", Release{Version: v, Rollout: 100, Yanked: true}, "arm64", inside, false},
+		{"halted", Release{Version: v, Rollout: 100, Halted: true}, "arm64", inside, false},
+		{"halted, device inside a partial rollout", Release{Version: v, Rollout: 10, Halted: true}, "arm64", inside, false},
 		{"partial without device", Release{Version: v, Rollout: 10}, "arm64", "", false},
 		{"partial, device inside", Release{Version: v, Rollout: 10}, "arm64", inside, true},
 		{"partial, device outside", Release{Version: v, Rollout: 10}, "arm64", outside, false},
 	}
 	for _, tt := range tests {
-		if got := tt.r.OfferedTo(tt.abi, tt.device); got != tt.want {
+		if tt.r.Track == "" {
+			tt.r.Track = DefaultTrack
+		}
+		if got := tt.r.OfferedTo(stableClient(tt.abi, tt.device)); got != tt.want {
 			t.Errorf("%s: OfferedTo = %v, want %v", tt.name, got, tt.want)
 		}
 	}
@@ -110,4 +115,9 @@ func bucketOf(s string) int {
 	sum := sha256.Sum256([]byte(s))
 	n := new(big.Int).SetBytes(sum[:8])
 	return int(n.Mod(n, big.NewInt(100)).Int64())
+}
+
+// stableClient is a client on the stable track of the default tracks.
+func stableClient(abi, device string) Client {
+	return Client{ABI: abi, Device: device, Tracks: Tracks{DefaultTrack}}
 }

@@ -1,10 +1,14 @@
 package repository
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/wemesse/server/internal/model"
 )
@@ -15,15 +19,24 @@ type Releases struct{ db *gorm.DB }
 // NewReleases returns a Releases on db.
 func NewReleases(db *gorm.DB) *Releases { return &Releases{db: db} }
 
-// List returns every release ordered by id.
+// List returns every release ordered by id, each with its schedule.
 func (r *Releases) List(ctx context.Context) ([]model.Release, error) {
+	db := r.db.WithContext(ctx)
 	var rows []appRow
-	if err := r.db.WithContext(ctx).Order("id").Find(&rows).Error; err != nil {
+	if err := db.Order("id").Find(&rows).Error; err != nil {
 		return nil, translate(err, "release list")
+	}
+	var steps []stepRow
+	if err := db.Order("release_id, due_at, id").Find(&steps).Error; err != nil {
+		return nil, translate(err, "release steps")
+	}
+	byRelease := map[int64][]stepRow{}
+	for _, s := range steps {
+		byRelease[s.ReleaseID] = append(byRelease[s.ReleaseID], s)
 	}
 	out := make([]model.Release, 0, len(rows))
 	for _, row := range rows {
-		rel, err := toRelease(row)
+		rel, err := toRelease(row, byRelease[row.ID])
 		if err != nil {
 			return nil, err
 		}
@@ -52,6 +65,8 @@ func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, p
 		SizeBytes:   rel.Size,
 		FilePath:    rel.FilePath,
 		Rollout:     int64(rel.Rollout),
+		Track:       rel.Track,
+		MandatoryAt: utc(rel.MandatoryAt),
 	}
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Create(&row).Error; err != nil {
@@ -71,56 +86,212 @@ func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, p
 
 // Get returns release id. NotFound when absent.
 func (r *Releases) Get(ctx context.Context, id int64) (model.Release, error) {
-	var row appRow
-	if err := r.db.WithContext(ctx).Take(&row, id).Error; err != nil {
+	rel, err := readRelease(r.db.WithContext(ctx), id)
+	if err != nil {
 		return model.Release{}, translate(err, fmt.Sprintf("release %d", id))
 	}
-	return toRelease(row)
+	return rel, nil
 }
 
-// Update applies the set fields of patch to release id and returns it.
-// NotFound when absent.
-func (r *Releases) Update(ctx context.Context, id int64, patch model.ReleasePatch) (model.Release, error) {
-	fields := map[string]any{}
-	if patch.Notes != nil {
-		fields["app_notes"] = *patch.Notes
-	}
-	if patch.Skipped != nil {
-		fields["skipped"] = *patch.Skipped
-	}
-	if patch.Rollout != nil {
-		fields["rollout"] = *patch.Rollout
-	}
-	if patch.Yanked != nil {
-		fields["yanked"] = *patch.Yanked
-	}
-	var row appRow
+// Update applies the set fields of patch to release id at time now, in one
+// transaction, and returns the result (see model.ReleasePatch for what a
+// hand change of the rollout and a resume do to the schedule). NotFound
+// when absent.
+func (r *Releases) Update(ctx context.Context, id int64, patch model.ReleasePatch, now time.Time) (model.Release, error) {
+	now = now.UTC()
+	var rel model.Release
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if len(fields) > 0 {
-			res := tx.Model(&appRow{}).Where("id = ?", id).Updates(fields)
-			if res.Error != nil {
-				return res.Error
+		row, err := lockRelease(tx, id)
+		if err != nil {
+			return err
+		}
+		fields := map[string]any{}
+		if patch.Notes != nil {
+			fields["app_notes"] = *patch.Notes
+		}
+		if patch.Skipped != nil {
+			fields["skipped"] = *patch.Skipped
+		}
+		if patch.Yanked != nil {
+			fields["yanked"] = *patch.Yanked
+		}
+		if patch.Track != nil {
+			fields["track"] = *patch.Track
+		}
+		if patch.MandatoryAt != nil {
+			fields["mandatory_at"] = utc(patch.MandatoryAt.At)
+		}
+		if patch.Rollout != nil {
+			fields["rollout"] = *patch.Rollout
+			if err := setPendingSteps(tx, id, "state", string(model.StepCancelled)); err != nil {
+				return err
 			}
+		}
+		halted := row.Halted
+		if patch.Halted != nil && *patch.Halted != row.Halted {
+			halted = *patch.Halted
+			fields["halted"] = halted
+			if halted {
+				fields["halted_at"] = now
+			} else {
+				fields["halted_at"] = nil
+				if err := delayPendingSteps(tx, id, row.HaltedAt, now); err != nil {
+					return err
+				}
+			}
+		}
+		if patch.Schedule != nil {
+			if err := replaceSteps(tx, id, *patch.Schedule); err != nil {
+				return err
+			}
+			if halted {
+				fields["halted_at"] = now // the new steps' pause starts now
+			}
+		}
+		if len(fields) > 0 {
+			if err := tx.Model(&appRow{}).Where("id = ?", id).Updates(fields).Error; err != nil {
+				return err
+			}
+		}
+		if len(fields) > 0 || patch.Schedule != nil {
 			if err := announce(tx, TopicReleases); err != nil {
 				return err
 			}
 		}
-		return tx.Take(&row, id).Error
+		rel, err = readRelease(tx, id)
+		return err
 	})
 	if err != nil {
 		return model.Release{}, translate(err, fmt.Sprintf("release %d", id))
 	}
-	return toRelease(row)
+	return rel, nil
 }
 
-// Delete removes release id and returns what it was. NotFound when absent.
-func (r *Releases) Delete(ctx context.Context, id int64) (model.Release, error) {
+// ApplyDue applies, in time order, every pending schedule step whose time
+// has come at now, of releases that are not halted, and returns the steps
+// it applied. Each step is applied once across every server sharing the
+// database: under the lock of its release's row, only the transaction that
+// turns the step from pending to applied sets the rollout.
+func (r *Releases) ApplyDue(ctx context.Context, now time.Time) ([]model.AppliedStep, error) {
+	now = now.UTC()
+	db := r.db.WithContext(ctx)
+	var pending []stepRow
+	if err := db.Where("state = ?", model.StepPending).Order("due_at, id").Find(&pending).Error; err != nil {
+		return nil, translate(err, "pending steps")
+	}
+	var applied []model.AppliedStep
+	for _, p := range pending {
+		if p.At.After(now) {
+			break
+		}
+		err := db.Transaction(func(tx *gorm.DB) error {
+			row, err := lockRelease(tx, p.ReleaseID)
+			if err != nil || row.Halted {
+				return err
+			}
+			var step stepRow
+			if err := tx.Take(&step, p.ID).Error; err != nil || step.At.After(now) {
+				return err // deleted by a new schedule, or moved by a resume
+			}
+			res := tx.Model(&stepRow{}).Where("id = ? AND state = ?", step.ID, model.StepPending).
+				Updates(map[string]any{"state": string(model.StepApplied), "applied_at": now})
+			if res.Error != nil || res.RowsAffected != 1 {
+				return res.Error // another server applied it, or a hand change cancelled it
+			}
+			if err := tx.Model(&appRow{}).Where("id = ?", step.ReleaseID).Update("rollout", step.Rollout).Error; err != nil {
+				return err
+			}
+			v, err := model.ParseVersion(row.AppVersion)
+			if err != nil {
+				return err
+			}
+			applied = append(applied, model.AppliedStep{ReleaseID: step.ReleaseID, Version: v, At: step.At, Rollout: int(step.Rollout)})
+			return announce(tx, TopicReleases)
+		})
+		if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+			return applied, translate(err, fmt.Sprintf("apply step %d", p.ID))
+		}
+	}
+	return applied, nil
+}
+
+// lockRelease reads release id's row, locking it until tx ends, so that
+// writes to one release and its steps take turns. (SQLite transactions
+// here lock the whole database from their start.)
+func lockRelease(tx *gorm.DB, id int64) (appRow, error) {
+	q := tx
+	if tx.Dialector.Name() == "postgres" {
+		q = tx.Clauses(clause.Locking{Strength: "UPDATE"})
+	}
 	var row appRow
+	err := q.Take(&row, id).Error
+	return row, err
+}
+
+// readRelease reads release id with its schedule.
+func readRelease(tx *gorm.DB, id int64) (model.Release, error) {
+	var row appRow
+	if err := tx.Take(&row, id).Error; err != nil {
+		return model.Release{}, err
+	}
+	var steps []stepRow
+	if err := tx.Where("release_id = ?", id).Order("due_at, id").Find(&steps).Error; err != nil {
+		return model.Release{}, err
+	}
+	return toRelease(row, steps)
+}
+
+// setPendingSteps sets column to value on release id's pending steps.
+func setPendingSteps(tx *gorm.DB, id int64, column string, value any) error {
+	return tx.Model(&stepRow{}).Where("release_id = ? AND state = ?", id, model.StepPending).Update(column, value).Error
+}
+
+// delayPendingSteps moves release id's pending steps later by the time
+// from since to now, the pause of a halt.
+func delayPendingSteps(tx *gorm.DB, id int64, since *time.Time, now time.Time) error {
+	if since == nil || !now.After(*since) {
+		return nil
+	}
+	var steps []stepRow
+	if err := tx.Where("release_id = ? AND state = ?", id, model.StepPending).Find(&steps).Error; err != nil {
+		return err
+	}
+	for _, s := range steps {
+		if err := tx.Model(&stepRow{}).Where("id = ?", s.ID).Update("due_at", s.At.Add(now.Sub(*since)).UTC()).Error; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replaceSteps makes steps, all pending, release id's whole schedule.
+func replaceSteps(tx *gorm.DB, id int64, steps []model.Step) error {
+	if err := tx.Where("release_id = ?", id).Delete(&stepRow{}).Error; err != nil {
+		return err
+	}
+	if len(steps) == 0 {
+		return nil
+	}
+	rows := make([]stepRow, len(steps))
+	for i, s := range steps {
+		rows[i] = stepRow{ReleaseID: id, At: s.At.UTC(), Rollout: int64(s.Rollout), State: string(model.StepPending)}
+	}
+	return tx.Create(&rows).Error
+}
+
+// Delete removes release id, with its schedule, and returns what it was.
+// NotFound when absent.
+func (r *Releases) Delete(ctx context.Context, id int64) (model.Release, error) {
+	var rel model.Release
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Take(&row, id).Error; err != nil {
+		var err error
+		if rel, err = readRelease(tx, id); err != nil {
 			return err
 		}
 		if err := announce(tx, TopicReleases); err != nil {
+			return err
+		}
+		if err := tx.Where("release_id = ?", id).Delete(&stepRow{}).Error; err != nil {
 			return err
 		}
 		return tx.Delete(&appRow{}, id).Error
@@ -128,7 +299,7 @@ func (r *Releases) Delete(ctx context.Context, id int64) (model.Release, error) 
 	if err != nil {
 		return model.Release{}, translate(err, fmt.Sprintf("release %d", id))
 	}
-	return toRelease(row)
+	return rel, nil
 }
 
 // CountDownload adds one to the downloads of the release stored at key. A
@@ -138,12 +309,17 @@ func (r *Releases) CountDownload(ctx context.Context, key string) error {
 	return translate(err, "download count")
 }
 
-// toRelease converts a row. Legacy rows may hold versions this server would
-// not accept; they are reported rather than silently dropped.
-func toRelease(row appRow) (model.Release, error) {
+// toRelease converts a row and its steps. Legacy rows may hold versions
+// this server would not accept; they are reported rather than silently
+// dropped.
+func toRelease(row appRow, steps []stepRow) (model.Release, error) {
 	v, err := model.ParseVersion(row.AppVersion)
 	if err != nil {
 		return model.Release{}, fmt.Errorf("repository: release %d has unparsable version %q: %w", row.ID, row.AppVersion, err)
+	}
+	schedule := make([]model.Step, len(steps))
+	for i, s := range steps {
+		schedule[i] = model.Step{At: s.At.UTC(), Rollout: int(s.Rollout), State: model.StepState(s.State)}
 	}
 	return model.Release{
 		ID:        row.ID,
@@ -162,5 +338,19 @@ func toRelease(row appRow) (model.Release, error) {
 		Yanked:    row.Yanked,
 		FilePath:  row.FilePath,
 		CreatedAt: row.CreatedAt,
+
+		Track:       cmp.Or(row.Track, model.DefaultTrack),
+		Halted:      row.Halted,
+		MandatoryAt: utc(row.MandatoryAt),
+		Schedule:    schedule,
 	}, nil
+}
+
+// utc is t in UTC; nil stays nil.
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }

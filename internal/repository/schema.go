@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/wemesse/server/internal/model"
 )
 
 // The row structs below are the schema. Column names are part of the API
@@ -31,9 +33,29 @@ type appRow struct {
 	Rollout     int64     `gorm:"column:rollout"`
 	Yanked      bool      `gorm:"column:yanked"`
 	Downloads   int64     `gorm:"column:downloads"`
+	Track       string    `gorm:"column:track;type:text"`
+	Halted      bool      `gorm:"column:halted"`
+	// HaltedAt is when the current pause of the schedule began: the halt,
+	// or a schedule set while halted. Resuming moves pending steps later
+	// by the time since.
+	HaltedAt    *time.Time `gorm:"column:halted_at"`
+	MandatoryAt *time.Time `gorm:"column:mandatory_at"`
 }
 
 func (appRow) TableName() string { return "apps" }
+
+// stepRow is a row of release_steps: one step of a release's scheduled
+// rollout ramp.
+type stepRow struct {
+	ID        int64      `gorm:"column:id;primaryKey"`
+	ReleaseID int64      `gorm:"column:release_id;index:idx_release_steps_release"`
+	At        time.Time  `gorm:"column:due_at"`
+	Rollout   int64      `gorm:"column:rollout"`
+	State     string     `gorm:"column:state;type:text"` // pending, applied or cancelled
+	AppliedAt *time.Time `gorm:"column:applied_at"`
+}
+
+func (stepRow) TableName() string { return "release_steps" }
 
 // signatureRow is a row of middlewares: the Argon2id hash of one secret.
 type signatureRow struct {
@@ -115,7 +137,7 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 			if err := upgradeLegacy(tx); err != nil {
 				return fmt.Errorf("repository: migrate: upgrade legacy rows: %w", err)
 			}
-			if err := tx.AutoMigrate(&appRow{}, &signatureRow{}, &userRow{}, &releaseDayRow{}, &sessionRow{}); err != nil {
+			if err := tx.AutoMigrate(&appRow{}, &signatureRow{}, &userRow{}, &releaseDayRow{}, &sessionRow{}, &stepRow{}); err != nil {
 				return fmt.Errorf("repository: migrate: %w", err)
 			}
 			return backfill(tx)
@@ -182,6 +204,8 @@ func backfill(tx *gorm.DB) error {
 		`UPDATE apps SET downloads = 0 WHERE downloads IS NULL`,
 		`UPDATE apps SET rollout = 100 WHERE rollout IS NULL OR rollout < 1 OR rollout > 100`,
 		`UPDATE apps SET yanked = false WHERE yanked IS NULL`,
+		`UPDATE apps SET track = '` + model.DefaultTrack + `' WHERE track IS NULL OR track = ''`,
+		`UPDATE apps SET halted = false WHERE halted IS NULL`,
 		`UPDATE middlewares SET role = 'admin' WHERE role IS NULL OR role = ''`,
 	} {
 		if err := tx.Exec(stmt).Error; err != nil {

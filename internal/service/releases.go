@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,8 +31,13 @@ type ReleaseStore interface {
 	// Create inserts rel, calling publish before the commit; Conflict when
 	// its version and ABI exist.
 	Create(ctx context.Context, rel *model.Release, uri string, publish func() error) error
-	// Update applies patch to release id; NotFound when absent.
-	Update(ctx context.Context, id int64, patch model.ReleasePatch) (model.Release, error)
+	// Update applies patch to release id at now, in one transaction;
+	// NotFound when absent.
+	Update(ctx context.Context, id int64, patch model.ReleasePatch, now time.Time) (model.Release, error)
+	// ApplyDue applies the schedule steps due at now of releases that are
+	// not halted, each once across every server sharing the store, and
+	// returns them.
+	ApplyDue(ctx context.Context, now time.Time) ([]model.AppliedStep, error)
 	// Delete removes release id and returns it; NotFound when absent.
 	Delete(ctx context.Context, id int64) (model.Release, error)
 	// CountDownload counts a completed download of the file at key.
@@ -89,6 +95,8 @@ type Releases struct {
 	refresh    time.Duration
 	observer   Observer
 	redirect   bool
+	tracks     model.Tracks
+	now        func() time.Time
 	log        *slog.Logger
 
 	// current is every release as last read, for the update check, which
@@ -125,25 +133,40 @@ type ReleasesConfig struct {
 	// Redirect sends downloads to the store (DownloadURL) when the Files
 	// is a Presigner.
 	Redirect bool
+
+	// Tracks are the release tracks, most adventurous first; nil: only
+	// model.DefaultTrack.
+	Tracks model.Tracks
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
 }
 
 // NewReleases returns a Releases.
 func NewReleases(store ReleaseStore, files Files, cfg ReleasesConfig, log *slog.Logger) *Releases {
-	return &Releases{
+	r := &Releases{
 		store: store, files: files, keyOf: cfg.Key, safeName: cfg.SafeName,
 		publicURL: cfg.PublicURL, maxUpload: cfg.MaxUpload, defaultABI: cfg.DefaultABI, refresh: cfg.Refresh,
 		observer: cmp.Or[Observer](cfg.Observer, NopObserver{}), redirect: cfg.Redirect, log: log,
+		tracks: cfg.Tracks, now: cfg.Now,
 	}
+	if r.tracks == nil {
+		r.tracks = model.Tracks{model.DefaultTrack}
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	return r
 }
 
 // Check answers a client's update check. clientVersion is the version the
 // client runs, optionally followed by its ABI (2267_00arm64); device is the
-// client's id for staged rollouts, empty when it sent none. The result is
-// the newest release offered to the client, with Skipped false when any
-// mandatory release offered to it is newer than its version; tag identifies
-// the state of all releases, for caching. It reads memory only. It returns
-// Invalid for an unparsable version and NotFound when nothing is offered.
-func (s *Releases) Check(ctx context.Context, clientVersion, device string) (rel model.Release, tag string, err error) {
+// client's id for staged rollouts, empty when it sent none; track is the
+// client's track, empty for model.DefaultTrack. The result is the newest
+// release offered to the client (model.NewestFor), with Skipped false when
+// it must update; tag identifies the state of all releases, for caching.
+// It reads memory only. It returns Invalid for an unparsable version or an
+// unknown track and NotFound when nothing is offered.
+func (s *Releases) Check(ctx context.Context, clientVersion, device, track string) (rel model.Release, tag string, err error) {
 	current, abi, err := model.ParseClientVersion(clientVersion)
 	if err != nil {
 		return model.Release{}, "", err
@@ -154,11 +177,16 @@ func (s *Releases) Check(ctx context.Context, clientVersion, device string) (rel
 	if abi == "" {
 		abi = s.defaultABI
 	}
+	tracks, err := s.tracks.From(cmp.Or(track, model.DefaultTrack))
+	if err != nil {
+		return model.Release{}, "", err
+	}
 	snap, err := s.snapshot(ctx)
 	if err != nil {
 		return model.Release{}, "", err
 	}
-	newest, mustUpdate, ok := model.NewestFor(snap.releases, current, abi, device)
+	client := model.Client{Version: current, ABI: abi, Device: device, Tracks: tracks}
+	newest, mustUpdate, ok := model.NewestFor(snap.releases, client, s.now())
 	if !ok {
 		return model.Release{}, snap.tag, model.Errorf(model.NotFound, "No release exists yet for this client.")
 	}
@@ -187,7 +215,8 @@ func (s *Releases) Load(ctx context.Context) error {
 	}
 	h := sha256.New()
 	for _, r := range all {
-		fmt.Fprintf(h, "%d|%s|%s|%t|%d|%t|%s|%q\n", r.ID, r.Version, r.TargetABI, r.Skipped, r.Rollout, r.Yanked, r.MD5, r.Notes)
+		fmt.Fprintf(h, "%d|%s|%s|%t|%d|%t|%s|%q|%s|%t|%v|%v\n", r.ID, r.Version, r.TargetABI, r.Skipped, r.Rollout, r.Yanked, r.MD5, r.Notes,
+			r.Track, r.Halted, r.MandatoryAt, r.Schedule)
 	}
 	files := make(map[string]struct{}, len(all))
 	for _, r := range all {
@@ -197,10 +226,42 @@ func (s *Releases) Load(ctx context.Context) error {
 	return nil
 }
 
-// Run re-reads the releases every Refresh until ctx ends. A failed read
-// keeps the last good snapshot, so the update check keeps answering.
+// Run applies the schedule steps that fell due, then every Refresh
+// re-reads the releases and applies the steps due since, until ctx ends.
+// A failed read keeps the last good snapshot, so the update check keeps
+// answering.
 func (s *Releases) Run(ctx context.Context) {
-	reloadEvery(ctx, s.refresh, s.Load, s.log.With("what", "releases"))
+	log := s.log.With("what", "releases")
+	if err := s.ApplyDue(ctx); err != nil && ctx.Err() == nil {
+		log.Warn("apply schedule steps", "err", err)
+	}
+	reloadEvery(ctx, s.refresh, func(ctx context.Context) error {
+		if err := s.Load(ctx); err != nil {
+			return err
+		}
+		return s.ApplyDue(ctx)
+	}, log)
+}
+
+// ApplyDue applies the schedule steps due now, when the releases in memory
+// have any; the store sees that each is applied once across servers.
+func (s *Releases) ApplyDue(ctx context.Context) error {
+	snap, err := s.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	if !slices.ContainsFunc(snap.releases, func(r model.Release) bool { return r.Due(now) }) {
+		return nil
+	}
+	applied, err := s.store.ApplyDue(ctx, now)
+	for _, a := range applied {
+		s.log.Info("schedule step applied", "release", a.ReleaseID, "version", a.Version.String(), "at", a.At, "rollout", a.Rollout)
+	}
+	if len(applied) > 0 {
+		s.reload(ctx)
+	}
+	return err
 }
 
 // reload re-reads the releases after a write on this server. A failure is
@@ -211,18 +272,34 @@ func (s *Releases) reload(ctx context.Context) {
 	}
 }
 
-// Edit applies patch to release id and returns the result. Invalid for
-// bad values, NotFound when absent.
+// Edit applies patch to release id in one write and returns the result:
+// notes, the mandatory flag and deadline, rollout, halt and resume, the
+// schedule (see model.ReleasePatch). Invalid for bad values, NotFound when
+// absent.
 func (s *Releases) Edit(ctx context.Context, id int64, patch model.ReleasePatch) (model.Release, error) {
-	if err := patch.Validate(); err != nil {
+	now := s.now()
+	if err := patch.Validate(now); err != nil {
 		return model.Release{}, err
 	}
-	rel, err := s.store.Update(ctx, id, patch)
+	if patch.Track != nil {
+		if err := s.tracks.Check(*patch.Track); err != nil {
+			return model.Release{}, err
+		}
+	}
+	rel, err := s.store.Update(ctx, id, patch, now)
 	if err != nil {
 		return model.Release{}, err
 	}
 	s.reload(ctx)
 	return rel, nil
+}
+
+// Promote moves release id to track, the same row with the same file and
+// hashes. It keeps its rollout unless rollout is set, which is a hand
+// change of the rollout. Invalid for an unknown track or a bad rollout,
+// NotFound when absent.
+func (s *Releases) Promote(ctx context.Context, id int64, track string, rollout *int) (model.Release, error) {
+	return s.Edit(ctx, id, model.ReleasePatch{Track: &track, Rollout: rollout})
 }
 
 // Yank stops offering release id; its file stays downloadable for clients
@@ -315,25 +392,28 @@ func (s *Releases) DownloadURL(ctx context.Context, key string) (url string, ok 
 
 // upload collects an upload form's fields.
 type upload struct {
-	version  model.Version
-	notes    string
-	abi      string
-	rollout  int
-	fileName string
-	staged   string
-	size     int64
-	md5      string
-	sha256   string
-	seen     map[string]bool
+	version     model.Version
+	notes       string
+	abi         string
+	track       string
+	mandatoryAt *time.Time
+	rollout     int
+	fileName    string
+	staged      string
+	size        int64
+	md5         string
+	sha256      string
+	seen        map[string]bool
 }
 
 // Upload receives a build from form: the fields appVersion (required, no ABI
-// suffix), appNotes, targetABI and the file tmpFile, in any order. The file
+// suffix), appNotes, targetABI, rollout, track, mandatoryAt (RFC 3339) and
+// the file tmpFile, in any order. The file
 // streams to staging while its MD5 and SHA-256 are computed, then is
 // published and recorded in one step. After any failure no row, file or
 // staged file remains. Errors: Invalid, TooLarge, Conflict.
 func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, err error) {
-	u := upload{seen: map[string]bool{}, rollout: model.FullRollout}
+	u := upload{seen: map[string]bool{}, rollout: model.FullRollout, track: model.DefaultTrack}
 	defer func() {
 		if err != nil && u.staged != "" {
 			if derr := s.files.Discard(context.WithoutCancel(ctx), u.staged); derr != nil {
@@ -377,6 +457,9 @@ func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, er
 		Skipped:   !u.version.Mandatory(),
 		Rollout:   u.rollout,
 		FilePath:  s.keyOf(u.version.String(), u.abi, name),
+
+		Track:       u.track,
+		MandatoryAt: u.mandatoryAt,
 	}
 	published := false
 	err = s.store.Create(ctx, &rel, s.publicURL+"/"+rel.FilePath, func() error {
@@ -414,7 +497,7 @@ func (s *Releases) readForm(ctx context.Context, form Form, u *upload) error {
 			return model.Errorf(model.Invalid, "The field %s appears more than once.", p.Field)
 		}
 		switch p.Field {
-		case "appVersion", "appNotes", "targetABI", "rollout":
+		case "appVersion", "appNotes", "targetABI", "rollout", "track", "mandatoryAt":
 			u.seen[p.Field] = true
 			value, err := readField(p)
 			if err != nil {
@@ -441,6 +524,23 @@ func (s *Releases) readForm(ctx context.Context, form Form, u *upload) error {
 					return model.Errorf(model.Invalid, "rollout must be an integer from 1 to 100.")
 				}
 				u.rollout = n
+			case "track":
+				if value = strings.TrimSpace(value); value == "" {
+					break
+				}
+				if err := s.tracks.Check(value); err != nil {
+					return err
+				}
+				u.track = value
+			case "mandatoryAt":
+				if value = strings.TrimSpace(value); value == "" {
+					break
+				}
+				at, err := time.Parse(time.RFC3339, value)
+				if err != nil {
+					return model.Errorf(model.Invalid, "mandatoryAt must be an RFC 3339 time such as 2026-12-24T18:00:00Z.")
+				}
+				u.mandatoryAt = &at
 			}
 		case "tmpFile":
 			u.seen[p.Field] = true

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/wemesse/server/internal/model"
@@ -32,11 +33,18 @@ func NewStats(releases ReleaseStore, devices AdoptionStore, defaultABI string, n
 
 // Get returns, per release, the devices on it (counted where their reports
 // are counted: the build for their ABI, else the universal one), the active
-// ones among them, uploads and downloads, and totals.
-func (s *Stats) Get(ctx context.Context) (model.Stats, error) {
+// ones among them, uploads and downloads, and totals. With track set, only
+// the releases on that track count. Invalid for a malformed track.
+func (s *Stats) Get(ctx context.Context, track string) (model.Stats, error) {
+	if track != "" && !model.ValidTrack(track) {
+		return model.Stats{}, model.Errorf(model.Invalid, "track must match [a-z0-9-]{1,32}.")
+	}
 	releases, err := s.releases.List(ctx)
 	if err != nil {
 		return model.Stats{}, err
+	}
+	if track != "" {
+		releases = slices.DeleteFunc(releases, func(r model.Release) bool { return r.Track != track })
 	}
 	var versions []string
 	seen := map[string]bool{}
