@@ -27,7 +27,7 @@ var stepApplied = regexp.MustCompile(`"msg":"schedule step applied".*?"rollout":
 // while they run; then both stop, a fourth step falls due, and both start
 // again at once. Every step is applied exactly once, by one of the two
 // servers in one of their two runs, and both then offer the release at its
-// final rollout.
+// final rollout; a halt through one reaches the other.
 func TestProcess_scheduleTwoServers(t *testing.T) {
 	bin := buildBinary(t)
 	const secret = "schedule-secret"
@@ -71,6 +71,15 @@ func TestProcess_scheduleTwoServers(t *testing.T) {
 			return nil
 		})
 	}
+	patch := func(s *server, body string) {
+		req, _ := http.NewRequest("PATCH", s.base+"/api/v1/updates/1", strings.NewReader(body))
+		req.Header.Set("signature", secret)
+		resp, err := s.client.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("PATCH %s: %v %v", body, resp, err)
+		}
+		resp.Body.Close()
+	}
 	release := func(s *server) map[string]any {
 		code, body := get(t, s, "/api/v1/updates", secret)
 		var list []map[string]any
@@ -94,13 +103,7 @@ func TestProcess_scheduleTwoServers(t *testing.T) {
 	offline := now.Add(20 * time.Second) // the step that falls due while both are stopped
 	body := fmt.Sprintf(`{"Rollout": 1, "Schedule": [{"At": %q, "Rollout": 10}, {"At": %q, "Rollout": 20}, {"At": %q, "Rollout": 50}, {"At": %q, "Rollout": 100}]}`,
 		at(2*time.Second), at(3*time.Second), at(4*time.Second), offline.UTC().Format(time.RFC3339Nano))
-	req, _ := http.NewRequest("PATCH", b.base+"/api/v1/updates/1", strings.NewReader(body))
-	req.Header.Set("signature", secret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("PATCH schedule: %v %v", resp, err)
-	}
-	resp.Body.Close()
+	patch(b, body)
 
 	for deadline := time.Now().Add(30 * time.Second); states(release(a)) != "applied,applied,applied,pending"; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -131,6 +134,17 @@ func TestProcess_scheduleTwoServers(t *testing.T) {
 			t.Errorf("%s does not offer the release at 100%%: %d %s", s.base, code, body)
 		}
 	}
+	// A halt through A reaches B at once through LISTEN/NOTIFY, and within
+	// WEMESSE_RELEASES_REFRESH without it.
+	began := time.Now()
+	patch(a, `{"Halted": true}`)
+	for code, body := get(t, b, "/api/v1/updates/2999_01", ""); code != 404; code, body = get(t, b, "/api/v1/updates/2999_01", "") {
+		if time.Since(began) > 5*time.Second {
+			t.Fatalf("B still offers the halted release: %d %s", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("B stopped offering the release %v after the halt on A", time.Since(began))
 	stopBoth()
 
 	// Each server's log file holds both of its runs.
