@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
@@ -45,6 +48,7 @@ type authScenario struct {
 	floodDuration time.Duration
 	attackers     int
 	floodLimit    int
+	sameHint      int
 }
 
 func (*authScenario) Name() string { return "auth" }
@@ -59,6 +63,8 @@ func (a *authScenario) SetFlags(fs *flag.FlagSet) {
 	fs.IntVar(&a.warmRequests, "warm-requests", 100, "requests timed with a cached secret in the cold vs warm row")
 	fs.DurationVar(&a.floodDuration, "flood-duration", 10*time.Second, "length of each flood")
 	fs.IntVar(&a.attackers, "attackers", 32, "concurrent attackers in each flood")
+	fs.IntVar(&a.sameHint, "same-hint-secrets", 300,
+		"wrong secrets minted with the client secret's public hint for the same-hint flood (each costs ~65,000 SHA-256 tries)")
 	fs.IntVar(&a.floodLimit, "flood-failure-limit", 1_000_000,
 		"WEMESSE_AUTH_FAILURES_PER_MINUTE for the second flood, in effect no limit (the server accepts at most 1000000)")
 }
@@ -75,6 +81,8 @@ func (a *authScenario) validate() error {
 		return errors.New("-flood-duration must be from 1s to 10m")
 	case a.attackers < 1 || a.attackers > 1024:
 		return errors.New("-attackers must be from 1 to 1024")
+	case a.sameHint < 1 || a.sameHint > 100_000:
+		return errors.New("-same-hint-secrets must be from 1 to 100000")
 	case a.floodLimit < 1:
 		return errors.New("-flood-failure-limit must be positive")
 	}
@@ -145,11 +153,60 @@ func (a *authScenario) Run(ctx context.Context, b *bench, rep *report) error {
 	// its VmHWM is the flood's alone.
 	rep.setupf("floods: %d attackers for %s each, every request a new random signature; one valid client in a loop; server restarted for each flood",
 		a.attackers, a.floodDuration)
-	if err := a.flood(ctx, b, rep, spec, client); err != nil {
+	random := floodKind{name: "flood", secrets: "random signature", next: func() string { return proctest.NewSecret(24) }}
+	if err := a.flood(ctx, b, rep, spec, client, random); err != nil {
 		return err
 	}
 	spec.env = map[string]string{"WEMESSE_AUTH_FAILURES_PER_MINUTE": strconv.Itoa(a.floodLimit)}
-	return a.flood(ctx, b, rep, spec, client)
+	if err := a.flood(ctx, b, rep, spec, client, random); err != nil {
+		return err
+	}
+	// The client secret ships inside the app, so its hint is public: wrong
+	// secrets with that hint, minted offline, each reach Argon2id unless the
+	// server bounds them (WEMESSE_AUTH_HINT_FAILURES_PER_MINUTE).
+	hint := model.HintOf(client)
+	b.logf("same-hint flood: minting %d wrong secrets with hint %s", a.sameHint, hint)
+	minted := mintWithHint(ctx, hint, a.sameHint)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	rep.setupf("same-hint flood: %d wrong secrets minted offline with the client secret's public hint, sent in turn (a secret sent again is refused from the failed cache)", len(minted))
+	var turn atomic.Int64
+	sameHint := floodKind{name: "same-hint flood", secrets: "wrong signature with the client's hint", next: func() string {
+		return minted[int(turn.Add(1)-1)%len(minted)]
+	}}
+	return a.flood(ctx, b, rep, spec, client, sameHint)
+}
+
+// floodKind is what the attackers of a flood send.
+type floodKind struct {
+	name    string        // the section's name, before its limit
+	secrets string        // what each request's signature is
+	next    func() string // the signature of the next request; safe for concurrent use
+}
+
+// mintWithHint returns n distinct random secrets whose hint is hint, as an
+// attacker who knows the hint makes them offline, on every CPU.
+func mintWithHint(ctx context.Context, hint string, n int) []string {
+	out := make(chan string, n)
+	var wg sync.WaitGroup
+	var found atomic.Int64
+	for range runtime.NumCPU() {
+		wg.Go(func() {
+			for ctx.Err() == nil && found.Load() < int64(n) {
+				if s := proctest.NewSecret(24); model.HintOf(s) == hint && found.Add(1) <= int64(n) {
+					out <- s
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(out)
+	var secrets []string
+	for s := range out {
+		secrets = append(secrets, s)
+	}
+	return secrets
 }
 
 // sequential times unsigned update checks against signed release lists
@@ -247,13 +304,13 @@ type attackStats struct {
 
 // flood starts a server with spec, then runs the attackers and the valid
 // client side by side for floodDuration while sampling the server's RSS.
-func (a *authScenario) flood(ctx context.Context, b *bench, rep *report, spec serverSpec, client string) error {
+func (a *authScenario) flood(ctx context.Context, b *bench, rep *report, spec serverSpec, client string, kind floodKind) error {
 	srv, err := b.startServer(ctx, spec)
 	if err != nil {
 		return err
 	}
 	defer srv.Stop()
-	section := fmt.Sprintf("flood, limit %d/min", srv.Config.AuthFailuresPerMin)
+	section := fmt.Sprintf("%s, limit %d/min", kind.name, srv.Config.AuthFailuresPerMin)
 	b.logf("%s: %d attackers for %s", section, a.attackers, a.floodDuration)
 	c := newClient()
 	defer c.CloseIdleConnections()
@@ -285,8 +342,7 @@ func (a *authScenario) flood(ctx context.Context, b *bench, rep *report, spec se
 	targeter := func(t *vegeta.Target) error {
 		t.Method = http.MethodGet
 		t.URL = usersURL
-		// A new secret each time, so the failed-secret cache never helps.
-		t.Header = http.Header{"Signature": []string{proctest.NewSecret(24)}}
+		t.Header = http.Header{"Signature": []string{kind.next()}}
 		return nil
 	}
 	attackStart := time.Now()
@@ -353,7 +409,7 @@ func (a *authScenario) flood(ctx context.Context, b *bench, rep *report, spec se
 	for _, code := range []uint16{401, 429, 503} {
 		other -= st.codes[code]
 	}
-	rep.info(section, fmt.Sprintf("attackers: %d × GET /api/v1/users, random signature", a.attackers),
+	rep.info(section, fmt.Sprintf("attackers: %d × GET /api/v1/users, %s", a.attackers, kind.secrets),
 		fmt.Sprintf("%d requests (%.0f/s)", st.total, float64(st.total)/st.elapsed.Seconds()))
 	rep.info(section, "attackers: 401 / 429 / 503 / other",
 		fmt.Sprintf("%d / %d / %d / %d", st.codes[401], st.codes[429], st.codes[503], other))

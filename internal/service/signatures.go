@@ -171,17 +171,22 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 	// are cheap to make: each would cost an Argon2id run. Past its budget
 	// a hint is refused without one, whether any row has it or not, so
 	// the refusal tells nothing either.
-	if len(ids) == 0 && !s.hints.allow(hint) {
+	// Each run takes its share of the budget before it starts, so that
+	// concurrent checks cannot overrun it; a match gives it back.
+	if len(ids) == 0 && !s.hints.take(hint) {
 		s.cfg.Observer.Verification("hint_budget")
 		return model.Signature{}, errUnauthorized
 	}
 	deadline := time.Now().Add(s.cfg.Wait)
 	for _, id := range ids {
-		if !s.hints.allow(hint) {
+		if !s.hints.take(hint) {
 			s.cfg.Observer.Verification("hint_budget")
 			return model.Signature{}, errUnauthorized
 		}
 		match, err := s.verify(ctx, secret, rows[id].Hash, deadline)
+		if err != nil || match {
+			s.hints.refund(hint)
+		}
 		if err != nil {
 			return model.Signature{}, err
 		}
@@ -190,7 +195,6 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 			s.touch(ctx, id)
 			return rows[id], nil
 		}
-		s.hints.charge(hint)
 	}
 	// The secret may belong to a row created since the last read (by the
 	// CLI, say): re-read, at most twice a second whatever the traffic.
@@ -208,7 +212,6 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 		}
 	}
 	if len(ids) == 0 {
-		s.hints.charge(hint)
 		s.pace(ctx)
 	}
 	return model.Signature{}, errUnauthorized
@@ -247,21 +250,11 @@ type hintWindow struct {
 	failures int
 }
 
-// allow reports whether hint's budget has room for another check.
-func (b *hintBudget) allow(hint string) bool {
+// take counts one failed check against hint ahead of the check, and
+// reports whether hint's budget had room for it.
+func (b *hintBudget) take(hint string) bool {
 	if b.max <= 0 {
 		return true
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	w := b.used[hint]
-	return w == nil || time.Since(w.start) >= time.Minute || w.failures < b.max
-}
-
-// charge counts one failed check against hint.
-func (b *hintBudget) charge(hint string) {
-	if b.max <= 0 {
-		return
 	}
 	now := time.Now()
 	b.mu.Lock()
@@ -278,7 +271,23 @@ func (b *hintBudget) charge(hint string) {
 		w = &hintWindow{start: now}
 		b.used[hint] = w
 	}
+	if w.failures >= b.max {
+		return false
+	}
 	w.failures++
+	return true
+}
+
+// refund gives back what take counted for a check that did not fail.
+func (b *hintBudget) refund(hint string) {
+	if b.max <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if w := b.used[hint]; w != nil && w.failures > 0 {
+		w.failures--
+	}
 }
 
 // maxHintWindows is how many hints' windows are kept before the ended ones
