@@ -481,7 +481,7 @@ func (cv *contractValidator) validate(mux *chi.Mux, req *http.Request, c contrac
 		Options:                cv.opts,
 	})
 	if err != nil {
-		return contractFix(req.Method, path, op, status, body, err)
+		return contractFix(req.Method, path, op, resp.StatusCode, body, err)
 	}
 	return nil
 }
@@ -514,7 +514,7 @@ func (cv *contractValidator) validateRouterError(ctx context.Context, req *http.
 
 // contractFix explains a response the document does not allow, and what to
 // change in the document if the server is right.
-func contractFix(method, path string, op *openapi3.Operation, status string, body []byte, err error) error {
+func contractFix(method, path string, op *openapi3.Operation, status int, body []byte, err error) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "the response breaks %s (paths.%q.%s, operationId %s):\n", contractFile, path, strings.ToLower(method), op.OperationID)
 	for _, line := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
@@ -522,19 +522,13 @@ func contractFix(method, path string, op *openapi3.Operation, status string, bod
 	}
 	fmt.Fprintf(&b, "body: %.500s\n", bytes.TrimSpace(body))
 	fmt.Fprintf(&b, "If the server is right, change %s in the same commit:\n", contractFile)
-	if op.Responses.Status(mustAtoi(status)) == nil {
-		fmt.Fprintf(&b, "  - add responses.%q to that operation (errors: $ref \"#/components/responses/<Name>\");\n", status)
+	if op.Responses.Status(status) == nil {
+		fmt.Fprintf(&b, "  - add responses.\"%d\" to that operation (errors: $ref \"#/components/responses/<Name>\");\n", status)
 	}
 	b.WriteString("  - a new key: add it to the response schema's properties (with its type) and to required;\n" +
 		"  - a renamed or removed key: clients depend on the old one; keep it, or add the new key beside it;\n" +
 		"  - a new header or media type: add it under the response's headers or content.\n")
 	return errors.New(b.String())
-}
-
-func mustAtoi(s string) int {
-	var n int
-	fmt.Sscan(s, &n)
-	return n
 }
 
 // checkCoverage fails for a documented operation, or one of its 2xx
