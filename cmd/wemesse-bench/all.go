@@ -23,7 +23,7 @@ func (a *allScenario) Summary() string {
 
 func (a *allScenario) members() []scenario {
 	if a.subs == nil {
-		a.subs = []scenario{&updateScenario{}, &deviceScenario{}, &usersScenario{}, &uploadScenario{}, &authScenario{}}
+		a.subs = []scenario{&updateScenario{}, &deviceScenario{}, &usersScenario{}, &uploadScenario{}, &consoleScenario{}, &authScenario{}}
 	}
 	return a.subs
 }

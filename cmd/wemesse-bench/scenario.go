@@ -42,6 +42,7 @@ func scenarios() []scenario {
 		&deviceScenario{},
 		&usersScenario{},
 		&uploadScenario{},
+		&consoleScenario{},
 		&allScenario{},
 	}
 }

@@ -29,32 +29,43 @@ type releaseRow struct {
 	Share              string // of all active devices
 }
 
-// adoption reads the releases and today's adoption, joined; pages read
-// both from memory or one query each, whatever the number of devices.
-func (c *consoleDeps) adoption(r *http.Request) ([]releaseRow, model.ReleaseDay, error) {
-	rels, err := c.Releases.List(r.Context())
+// adoption is the releases and today's adoption, both read from memory:
+// a page's cost does not grow with the number of devices, and it builds
+// rows only for the releases it shows.
+type adoption struct {
+	releases []model.Release    // by id; shared, read only
+	today    []model.ReleaseDay // by release id (History.Today)
+	total    model.ReleaseDay   // over every release
+}
+
+func (c *consoleDeps) adoption(r *http.Request) (adoption, error) {
+	rels, err := c.Releases.Current(r.Context())
 	if err != nil {
-		return nil, model.ReleaseDay{}, err
+		return adoption{}, err
 	}
 	today, err := c.History.Today(r.Context())
 	if err != nil {
-		return nil, model.ReleaseDay{}, err
+		return adoption{}, err
 	}
-	var total model.ReleaseDay
-	byID := make(map[int64]model.ReleaseDay, len(today.Releases))
+	a := adoption{releases: rels, today: today.Releases}
 	for _, d := range today.Releases {
-		byID[d.ReleaseID] = d
-		total.Devices += d.Devices
-		total.Active30d += d.Active30d
-		total.NewDevices += d.NewDevices
+		a.total.Devices += d.Devices
+		a.total.Active30d += d.Active30d
+		a.total.NewDevices += d.NewDevices
 	}
-	rows := make([]releaseRow, len(rels))
-	for i, rel := range rels {
-		d := byID[rel.ID]
-		rows[i] = releaseRow{Release: rel, Devices: d.Devices, Active30d: d.Active30d, Share: percent(d.Active30d, total.Active30d)}
-		total.Downloads += rel.Downloads
+	for _, rel := range rels {
+		a.total.Downloads += rel.Downloads
 	}
-	return rows, total, nil
+	return a, nil
+}
+
+// row is rel with its adoption today.
+func (a adoption) row(rel model.Release) releaseRow {
+	var d model.ReleaseDay
+	if i, ok := slices.BinarySearchFunc(a.today, rel.ID, func(d model.ReleaseDay, id int64) int { return cmp.Compare(d.ReleaseID, id) }); ok {
+		d = a.today[i]
+	}
+	return releaseRow{Release: rel, Devices: d.Devices, Active30d: d.Active30d, Share: percent(d.Active30d, a.total.Active30d)}
 }
 
 // chartJSON is what console.js draws: days as Unix seconds, one series
@@ -90,26 +101,28 @@ type dashboardData struct {
 }
 
 func (c *consoleDeps) dashboard(w http.ResponseWriter, r *http.Request) {
-	rows, total, err := c.adoption(r)
+	a, err := c.adoption(r)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	byDevices := slices.Clone(rows)
-	slices.SortFunc(byDevices, func(a, b releaseRow) int { return cmp.Or(cmp.Compare(b.Devices, a.Devices), cmp.Compare(b.ID, a.ID)) })
+	byDevices := slices.Clone(a.today)
+	slices.SortFunc(byDevices, func(x, y model.ReleaseDay) int {
+		return cmp.Or(cmp.Compare(y.Devices, x.Devices), cmp.Compare(y.ReleaseID, x.ReleaseID))
+	})
 	var ids []int64
-	for _, row := range byDevices[:min(chartReleases, len(byDevices))] {
-		ids = append(ids, row.ID)
+	for _, d := range byDevices[:min(chartReleases, len(byDevices))] {
+		ids = append(ids, d.ReleaseID)
 	}
-	chart, err := c.History.Chart(r.Context(), chartDays, ids, len(rows) > len(ids))
+	chart, err := c.History.Chart(r.Context(), chartDays, ids, len(a.today) > len(ids))
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	d := dashboardData{Total: total, Releases: len(rows), Chart: toChartJSON(chart), Series: chart.Series}
-	for _, row := range slices.Backward(rows) {
-		if !row.Yanked && row.Rollout < model.FullRollout {
-			d.Rollouts = append(d.Rollouts, row)
+	d := dashboardData{Total: a.total, Releases: len(a.releases), Chart: toChartJSON(chart), Series: chart.Series}
+	for _, rel := range slices.Backward(a.releases) {
+		if !rel.Yanked && rel.Rollout < model.FullRollout {
+			d.Rollouts = append(d.Rollouts, a.row(rel))
 		}
 	}
 	c.render(w, r, http.StatusOK, "dashboard", "Dashboard", d)
@@ -121,19 +134,22 @@ type releasesData struct {
 }
 
 func (c *consoleDeps) releaseList(w http.ResponseWriter, r *http.Request) {
-	rows, _, err := c.adoption(r)
+	a, err := c.adoption(r)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	slices.Reverse(rows) // newest first
-	last := max(1, (len(rows)+releasesPerPage-1)/releasesPerPage)
+	last := max(1, (len(a.releases)+releasesPerPage-1)/releasesPerPage)
 	p, err := strconv.Atoi(cmp.Or(r.URL.Query().Get("page"), "1"))
 	if err != nil || p < 1 || p > last {
 		c.fail(w, r, model.Errorf(model.NotFound, "There is no page %s of releases.", r.URL.Query().Get("page")))
 		return
 	}
-	rows = rows[(p-1)*releasesPerPage : min(len(rows), p*releasesPerPage)]
+	// Newest first: page p holds ids from the end.
+	rows := make([]releaseRow, 0, releasesPerPage)
+	for i := len(a.releases) - 1 - (p-1)*releasesPerPage; i >= 0 && len(rows) < releasesPerPage; i-- {
+		rows = append(rows, a.row(a.releases[i]))
+	}
 	c.render(w, r, http.StatusOK, "releases", "Releases", releasesData{Rows: rows, Page: p, Last: last})
 }
 
@@ -163,13 +179,13 @@ func (c *consoleDeps) showRelease(w http.ResponseWriter, r *http.Request, status
 		c.fail(w, r, err)
 		return
 	}
-	rows, _, err := c.adoption(r)
+	a, err := c.adoption(r)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	i := slices.IndexFunc(rows, func(row releaseRow) bool { return row.ID == id })
-	if i < 0 {
+	i, found := slices.BinarySearchFunc(a.releases, id, func(rel model.Release, id int64) int { return cmp.Compare(rel.ID, id) })
+	if !found {
 		c.fail(w, r, model.Errorf(model.NotFound, "There is no release %d; it may have been purged.", id))
 		return
 	}
@@ -178,8 +194,8 @@ func (c *consoleDeps) showRelease(w http.ResponseWriter, r *http.Request, status
 		c.fail(w, r, err)
 		return
 	}
-	d := releaseData{releaseRow: rows[i], Chart: toChartJSON(chart), Series: chart.Series}
-	title := "Release " + rows[i].Version.String()
+	d := releaseData{releaseRow: a.row(a.releases[i]), Chart: toChartJSON(chart), Series: chart.Series}
+	title := "Release " + d.Version.String()
 	if errMsg != "" {
 		p := page{Title: title, Nav: "release", Actor: actorOf(r), Error: errMsg, Data: d}
 		c.renderPage(w, r, status, "release", p)

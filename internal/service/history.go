@@ -3,6 +3,7 @@ package service
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -52,6 +53,9 @@ type History struct {
 	mu      sync.Mutex // one count of today at a time
 	today   model.HistoryDay
 	todayAt time.Time
+
+	pastMu sync.Mutex
+	past   map[pastKey]pastRows // see pastDays
 }
 
 // NewHistory returns a History. now is the clock, time.Now in production.
@@ -67,6 +71,7 @@ const day = 24 * time.Hour
 // at a time; days already recorded are left alone, so running it again, or
 // on every server, counts nothing twice.
 func (h *History) Record(ctx context.Context) error {
+	defer h.forgetPast()
 	_, err := h.store.Exclusive(ctx, func(ctx context.Context) error {
 		releases, err := h.releases.List(ctx)
 		if err != nil || len(releases) == 0 {
@@ -156,9 +161,10 @@ func releaseFinder(releases []model.Release, defaultABI string) func(version, ab
 	}
 }
 
-// Today returns today's adoption as it stands: as Run last counted it, or
-// counted now when Run has not within two Live periods. Counting reads
-// every user, so pages must not do it on each request.
+// Today returns today's adoption as it stands, its releases ordered by
+// id: as Run last counted it, or counted now when Run has not within two
+// Live periods. Counting reads every user, so pages must not do it on each
+// request.
 func (h *History) Today(ctx context.Context) (model.HistoryDay, error) {
 	return h.countToday(ctx, false)
 }
@@ -245,10 +251,11 @@ func (h *History) Chart(ctx context.Context, days int, ids []int64, other bool) 
 	}
 	from := today.Day.Add(-time.Duration(days-1) * day)
 	yesterday := today.Day.Add(-day)
-	rows, err := h.store.Days(ctx, from, yesterday, ids)
+	past, err := h.pastDays(ctx, from, yesterday, ids, other)
 	if err != nil {
 		return Chart{}, err
 	}
+	rows := past.rows
 	c := Chart{Days: make([]time.Time, days)}
 	for i := range c.Days {
 		c.Days[i] = from.Add(time.Duration(i) * day)
@@ -277,10 +284,7 @@ func (h *History) Chart(ctx context.Context, days int, ids []int64, other bool) 
 		todayTotal += r.Devices
 	}
 	if other {
-		totals, err := h.store.DayTotals(ctx, from, yesterday)
-		if err != nil {
-			return Chart{}, err
-		}
+		totals := past.totals
 		s := Series{Label: "other releases", Devices: make([]int64, days)}
 		for _, t := range totals {
 			if i := int(t.Day.Sub(from) / day); i >= 0 && i < days-1 {
@@ -291,6 +295,58 @@ func (h *History) Chart(ctx context.Context, days int, ids []int64, other bool) 
 		c.Series = append(c.Series, s)
 	}
 	return c, nil
+}
+
+// pastKey identifies the recorded rows a chart reads.
+type pastKey struct {
+	from, to time.Time
+	ids      string
+	other    bool
+}
+
+// pastRows are a chart's recorded rows, and each day's totals when it sums
+// the other releases.
+type pastRows struct{ rows, totals []model.ReleaseDay }
+
+// maxPastCharts bounds the charts whose recorded rows are kept.
+const maxPastCharts = 256
+
+// pastDays returns the recorded rows of ids from through to, with the
+// daily totals when other is set. Recorded days do not change, so they are
+// read once per chart until Run's next tick, which forgets them all (it
+// may have recorded a day, here or on another server): pages then cost no
+// more than a few reads, however many releases and days there are.
+func (h *History) pastDays(ctx context.Context, from, to time.Time, ids []int64, other bool) (pastRows, error) {
+	key := pastKey{from: from, to: to, ids: fmt.Sprint(ids), other: other}
+	h.pastMu.Lock()
+	p, ok := h.past[key]
+	h.pastMu.Unlock()
+	if ok {
+		return p, nil
+	}
+	var err error
+	if p.rows, err = h.store.Days(ctx, from, to, ids); err != nil {
+		return pastRows{}, err
+	}
+	if other {
+		if p.totals, err = h.store.DayTotals(ctx, from, to); err != nil {
+			return pastRows{}, err
+		}
+	}
+	h.pastMu.Lock()
+	if h.past == nil || len(h.past) >= maxPastCharts {
+		h.past = map[pastKey]pastRows{}
+	}
+	h.past[key] = p
+	h.pastMu.Unlock()
+	return p, nil
+}
+
+// forgetPast drops the recorded rows pastDays kept.
+func (h *History) forgetPast() {
+	h.pastMu.Lock()
+	h.past = nil
+	h.pastMu.Unlock()
 }
 
 // label names a release in charts: its version, and its ABI when it has one.
@@ -307,6 +363,7 @@ func label(version, abi string) string {
 func (h *History) Run(ctx context.Context) {
 	log := h.log.With("what", "adoption history")
 	tick := func(ctx context.Context) error {
+		defer h.forgetPast()
 		if err := h.Record(ctx); err != nil {
 			return err
 		}

@@ -334,6 +334,17 @@ func (s *Releases) List(ctx context.Context) ([]model.Release, error) {
 	return s.store.List(ctx)
 }
 
+// Current returns every release ordered by id as last read into memory
+// (at most Refresh old; this server's own writes at once), without a
+// database read. The slice is shared: do not modify it.
+func (s *Releases) Current(ctx context.Context) ([]model.Release, error) {
+	snap, err := s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return snap.releases, nil
+}
+
 // Open opens a stored build for download. NotFound when absent, and when
 // key is not the file of a release: nothing else in the store is served.
 func (s *Releases) Open(ctx context.Context, key string) (io.ReadSeekCloser, fs.FileInfo, error) {
