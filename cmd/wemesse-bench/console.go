@@ -122,7 +122,7 @@ func (c *consoleScenario) runDB(ctx context.Context, b *bench, rep *report, kind
 		return err
 	}
 	for _, page := range []struct{ path, want string }{
-		{"/console/", fmtInt(int64(c.users))},       // the devices on a release: every user
+		{"/console/", fmtInt(int64(c.users))}, // the devices on a release: every user
 		{"/console/releases", fmt.Sprintf("page 1 of %d", (c.releases+99)/100)},
 	} {
 		if err := c.measure(ctx, b, rep, r, kind, cookie, page.path, page.want); err != nil {

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,6 +72,11 @@ func addConsole(r chi.Router, d Deps, auth *authenticator) {
 			r.Post("/releases/{id}/rollout", c.releaseRollout)
 			r.Post("/releases/{id}/yank", c.releaseYank)
 			r.Post("/releases/{id}/purge", c.releasePurge)
+			r.Post("/releases/{id}/halt", c.releaseHalted(true))
+			r.Post("/releases/{id}/resume", c.releaseHalted(false))
+			r.Post("/releases/{id}/promote", c.releasePromote)
+			r.Post("/releases/{id}/mandatory", c.releaseMandatory)
+			r.Post("/releases/{id}/schedule", c.releaseSchedule)
 			r.Get("/upload", c.uploadPage)
 			r.Post("/upload", c.upload)
 			r.Get("/devices", c.devices)
@@ -256,11 +262,16 @@ func (c *consoleDeps) fail(w http.ResponseWriter, r *http.Request, err error) {
 // notices are the messages a redirect after a change may ask for, by key:
 // the URL names the key, never the text.
 var notices = map[string]string{
-	"notes":   "The notes are saved.",
-	"rollout": "The rollout is saved.",
-	"yank":    "The release is yanked: it is offered to no one.",
-	"purge":   "The release and its file are deleted.",
-	"revoke":  "The secret is revoked.",
+	"notes":     "The notes are saved.",
+	"rollout":   "The rollout is saved.",
+	"yank":      "The release is yanked: it is offered to no one.",
+	"purge":     "The release and its file are deleted.",
+	"revoke":    "The secret is revoked.",
+	"halt":      "The release is halted: it is offered to no one, and its schedule waits.",
+	"resume":    "The release is resumed.",
+	"promote":   "The release is promoted.",
+	"mandatory": "The mandatory date is saved.",
+	"schedule":  "The schedule is saved.",
 }
 
 func noticeOf(r *http.Request) string { return notices[r.URL.Query().Get("done")] }
@@ -271,6 +282,8 @@ func consolePages() map[string]*template.Template {
 		"date":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 		"unix":    func(s int64) string { return time.Unix(s, 0).UTC().Format("2006-01-02 15:04 UTC") },
 		"percent": percent,
+		"state":   releaseState,
+		"minute":  func(t time.Time) string { return t.UTC().Format(localMinute) },
 		"inc":     func(n int) int { return n + 1 },
 		"dec":     func(n int) int { return n - 1 },
 		"last": func(v []int64) int64 {
@@ -305,6 +318,20 @@ func consolePages() map[string]*template.Template {
 		pages[name] = template.Must(template.Must(layout.Clone()).ParseFS(consoleFiles, n))
 	}
 	return pages
+}
+
+// releaseState is a release's badge: yanked, halted, scheduled (a step
+// is pending) or live.
+func releaseState(rel model.Release) string {
+	switch {
+	case rel.Yanked:
+		return "yanked"
+	case rel.Halted:
+		return "halted"
+	case slices.ContainsFunc(rel.Schedule, func(s model.Step) bool { return s.State == model.StepPending }):
+		return "scheduled"
+	}
+	return "live"
 }
 
 // chartView is one chart on a page: its element id, accessible label,

@@ -74,7 +74,7 @@ func browserContext(t *testing.T) context.Context {
 // TestConsole_browser drives the console in a real browser on both
 // databases: log in, see the dashboard's chart drawn with the right
 // series, upload a real APK with the progress bar reaching 100 %, change a
-// rollout from the keyboard, and log out. It takes the README's
+// rollout from the keyboard, halt and resume, and log out. It takes the README's
 // screenshots on the way.
 func TestConsole_browser(t *testing.T) {
 	browser := browserContext(t)
@@ -158,6 +158,26 @@ func TestConsole_browser(t *testing.T) {
 		)
 		if _, api := ts.do("GET", "/api/v1/updates", ts.admin, nil); !strings.Contains(string(api), `"Version":"2270_00","Skipped":false,`) || !strings.Contains(string(api), `"Rollout":25`) {
 			t.Errorf("the API does not show the uploaded release at 25 %%: %s", api)
+		}
+
+		var state string
+		run("halt",
+			chromedp.Click(chromedp.ID("halt")),
+			chromedp.WaitVisible(chromedp.ID("resume")),
+		)
+		state = get("read the state", chromedp.Text(chromedp.CSS(".facts .badge")))
+		if state != "‖ halted" {
+			t.Errorf("after halting the state reads %q, want ‖ halted", state)
+		}
+		run("resume",
+			chromedp.Click(chromedp.ID("resume")),
+			chromedp.WaitVisible(chromedp.ID("halt")),
+		)
+		if state = get("read the state", chromedp.Text(chromedp.CSS(".facts .badge"))); state != "● live" {
+			t.Errorf("after resuming the state reads %q, want ● live", state)
+		}
+		if _, api := ts.do("GET", "/api/v1/updates", ts.admin, nil); !strings.Contains(string(api), `"Halted":false`) || strings.Contains(string(api), `"Halted":true`) {
+			t.Errorf("after halt and resume the API shows: %s", api)
 		}
 
 		run("open a release with history", chromedp.Navigate(ts.URL+"/console/releases/2"), chromedp.WaitVisible(chromedp.CSS("#release-chart canvas")))

@@ -3,10 +3,12 @@ package handler
 import (
 	"cmp"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -155,8 +157,11 @@ func (c *consoleDeps) releaseList(w http.ResponseWriter, r *http.Request) {
 
 type releaseData struct {
 	releaseRow
-	Chart  string
-	Series []service.Series
+	Chart       string
+	Series      []service.Series
+	Tracks      model.Tracks
+	MandatoryAt string // for a datetime-local input, UTC
+	StepRows    []int  // empty rows of the schedule form
 }
 
 func releaseID(r *http.Request) (int64, error) {
@@ -194,7 +199,13 @@ func (c *consoleDeps) showRelease(w http.ResponseWriter, r *http.Request, status
 		c.fail(w, r, err)
 		return
 	}
-	d := releaseData{releaseRow: a.row(a.releases[i]), Chart: toChartJSON(chart), Series: chart.Series}
+	d := releaseData{releaseRow: a.row(a.releases[i]), Chart: toChartJSON(chart), Series: chart.Series, Tracks: c.Releases.Tracks()}
+	if at := d.Release.MandatoryAt; at != nil {
+		d.MandatoryAt = at.UTC().Format(localMinute)
+	}
+	for n := range min(3, model.MaxSteps-len(d.Schedule)) {
+		d.StepRows = append(d.StepRows, n)
+	}
 	title := "Release " + d.Version.String()
 	if errMsg != "" {
 		p := page{Title: title, Nav: "release", Actor: actorOf(r), Error: errMsg, Data: d}
@@ -269,6 +280,91 @@ func (c *consoleDeps) releasePurge(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// localMinute is how a datetime-local input writes a time; the console
+// reads and writes them in UTC.
+const localMinute = "2006-01-02T15:04"
+
+func parseMinute(field, v string) (time.Time, error) {
+	t, err := time.ParseInLocation(localMinute, strings.TrimSpace(v), time.UTC)
+	if err != nil {
+		return time.Time{}, model.Errorf(model.Invalid, "%s must be a date and time like 2026-12-24T18:00 (UTC).", field)
+	}
+	return t, nil
+}
+
+// releaseHalted halts or resumes a release, as PATCH {"Halted": …} does.
+func (c *consoleDeps) releaseHalted(halted bool) http.HandlerFunc {
+	done := map[bool]string{true: "halt", false: "resume"}[halted]
+	return func(w http.ResponseWriter, r *http.Request) {
+		c.edit(w, r, done, func(id int64) error {
+			_, err := c.Releases.Edit(r.Context(), id, model.ReleasePatch{Halted: &halted})
+			return err
+		})
+	}
+}
+
+// releasePromote moves a release to another track, as POST …/promote does.
+func (c *consoleDeps) releasePromote(w http.ResponseWriter, r *http.Request) {
+	c.edit(w, r, "promote", func(id int64) error {
+		var rollout *int
+		if v := strings.TrimSpace(r.PostFormValue("rollout")); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return model.Errorf(model.Invalid, "Rollout must be an integer from 1 to 100.")
+			}
+			rollout = &n
+		}
+		_, err := c.Releases.Promote(r.Context(), id, r.PostFormValue("track"), rollout)
+		return err
+	})
+}
+
+// releaseMandatory sets or clears the time from which a release is
+// mandatory.
+func (c *consoleDeps) releaseMandatory(w http.ResponseWriter, r *http.Request) {
+	c.edit(w, r, "mandatory", func(id int64) error {
+		deadline := model.Deadline{}
+		if v := r.PostFormValue("mandatoryAt"); strings.TrimSpace(v) != "" {
+			at, err := parseMinute("Mandatory from", v)
+			if err != nil {
+				return err
+			}
+			deadline.At = &at
+		}
+		_, err := c.Releases.Edit(r.Context(), id, model.ReleasePatch{MandatoryAt: &deadline})
+		return err
+	})
+}
+
+// releaseSchedule replaces a release's pending rollout steps with the
+// form's rows (at, rollout); rows left empty are ignored, and no row
+// clears the schedule.
+func (c *consoleDeps) releaseSchedule(w http.ResponseWriter, r *http.Request) {
+	c.edit(w, r, "schedule", func(id int64) error {
+		ats, rollouts := r.PostForm["at"], r.PostForm["rollout"]
+		if len(ats) != len(rollouts) || len(ats) > model.MaxSteps {
+			return model.Errorf(model.Invalid, "The schedule form is malformed.")
+		}
+		steps := []model.Step{}
+		for i := range ats {
+			if strings.TrimSpace(ats[i]) == "" && strings.TrimSpace(rollouts[i]) == "" {
+				continue
+			}
+			at, err := parseMinute(fmt.Sprintf("Step %d's time", len(steps)+1), ats[i])
+			if err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(strings.TrimSpace(rollouts[i]))
+			if err != nil {
+				return model.Errorf(model.Invalid, "Step %d: Rollout must be an integer from 1 to 100.", len(steps)+1)
+			}
+			steps = append(steps, model.Step{At: at, Rollout: n})
+		}
+		_, err := c.Releases.Edit(r.Context(), id, model.ReleasePatch{Schedule: &steps})
+		return err
+	})
+}
+
 type uploadData struct {
 	ABIs     []string
 	MaxBytes int64
@@ -330,7 +426,9 @@ func (c *consoleDeps) devices(w http.ResponseWriter, r *http.Request) {
 
 type secretsData struct {
 	Signatures []model.Signature
+	Now        time.Time // to tell expired secrets
 	Roles      []string
+	Lifetimes  []lifetime
 	NewSecret  string // shown once, in the answer to its creation
 	NewRole    string
 }
@@ -341,7 +439,7 @@ func (c *consoleDeps) showSecrets(w http.ResponseWriter, r *http.Request, status
 		c.fail(w, r, err)
 		return
 	}
-	d.Signatures, d.Roles = sigs, []string{model.RoleAdmin, model.RoleClient}
+	d.Signatures, d.Roles, d.Lifetimes, d.Now = sigs, []string{model.RoleAdmin, model.RoleClient}, secretLifetimes, time.Now()
 	c.render(w, r, status, "secrets", "Secrets", d)
 }
 
@@ -349,11 +447,29 @@ func (c *consoleDeps) secrets(w http.ResponseWriter, r *http.Request) {
 	c.showSecrets(w, r, http.StatusOK, secretsData{})
 }
 
+// lifetime is an expiry the secrets form offers.
+type lifetime struct {
+	Value, Label string
+	Days         int
+}
+
+// secretLifetimes are the expiries the secrets form offers.
+var secretLifetimes = []lifetime{{"", "never", 0}, {"1", "in 1 day", 1}, {"7", "in 7 days", 7}, {"30", "in 30 days", 30}, {"90", "in 90 days", 90}, {"365", "in a year", 365}}
+
 // secretCreate makes a secret and shows it in its answer, once: never in a
 // URL, and the page is not cached (consoleHeaders).
 func (c *consoleDeps) secretCreate(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxJSONBytes)
-	secret, sig, err := c.Signatures.Create(r.Context(), r.PostFormValue("role"))
+	n := service.NewSignature{Role: r.PostFormValue("role"), Name: strings.TrimSpace(r.PostFormValue("name"))}
+	if v := r.PostFormValue("expires"); v != "" {
+		i := slices.IndexFunc(secretLifetimes, func(l lifetime) bool { return l.Value == v })
+		if i < 0 {
+			c.fail(w, r, model.Errorf(model.Invalid, "Pick an expiry from the list."))
+			return
+		}
+		n.ExpiresAt = time.Now().AddDate(0, 0, secretLifetimes[i].Days)
+	}
+	secret, sig, err := c.Signatures.CreateNamed(r.Context(), n)
 	if err != nil {
 		c.fail(w, r, err)
 		return

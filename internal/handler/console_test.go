@@ -154,12 +154,38 @@ func TestConsole_pages(t *testing.T) {
 			wantPage(t, resp, body, http.StatusBadRequest, "Rollout must be an integer from 1 to 100.", `value="55"`)
 			resp, body = b.post("/console/releases/2/notes", url.Values{"notes": {"Line one\r\n<b>two</b>"}})
 			wantPage(t, resp, body, http.StatusOK, "The notes are saved.", "Line one\n&lt;b&gt;two&lt;/b&gt;")
+			resp, body = b.post("/console/releases/2/halt", nil)
+			wantPage(t, resp, body, http.StatusOK, "The release is halted", "halted", `id="resume"`)
+			resp, body = b.do("GET", "/console/releases", nil)
+			wantPage(t, resp, body, http.StatusOK, "halted")
+			resp, body = b.post("/console/releases/2/resume", nil)
+			wantPage(t, resp, body, http.StatusOK, "The release is resumed.", `id="halt"`)
+			resp, body = b.post("/console/releases/2/promote", url.Values{"track": {"beta"}, "rollout": {"30"}})
+			wantPage(t, resp, body, http.StatusOK, "The release is promoted.", "<dd>beta</dd>", `value="30"`)
+			resp, body = b.post("/console/releases/2/promote", url.Values{"track": {"nightly"}})
+			wantPage(t, resp, body, http.StatusBadRequest, "track must be one of")
+			later := time.Now().UTC().Add(48 * time.Hour).Truncate(time.Minute)
+			resp, body = b.post("/console/releases/2/mandatory", url.Values{"mandatoryAt": {later.Format("2006-01-02T15:04")}})
+			wantPage(t, resp, body, http.StatusOK, "The mandatory date is saved.", later.Format("2006-01-02 15:04 UTC"))
+			resp, body = b.post("/console/releases/2/schedule", url.Values{
+				"at":      {later.Format("2006-01-02T15:04"), "", later.Add(24 * time.Hour).Format("2006-01-02T15:04")},
+				"rollout": {"40", "", "80"},
+			})
+			wantPage(t, resp, body, http.StatusOK, "The schedule is saved.", "scheduled", "40 %", "80 %", "pending")
+			resp, body = b.post("/console/releases/2/schedule", url.Values{"at": {"yesterday"}, "rollout": {"40"}})
+			wantPage(t, resp, body, http.StatusBadRequest, "must be a date and time")
+			_, apiBody := ts.do("GET", "/api/v1/updates", ts.admin, nil)
+			if api := string(apiBody); !strings.Contains(api, `"Track":"beta"`) || !strings.Contains(api, `"Rollout":80,"State":"pending"`) {
+				t.Errorf("the API does not show the console's track and schedule: %s", api)
+			}
+			resp, body = b.post("/console/releases/2/rollout", url.Values{"rollout": {"55"}})
+			wantPage(t, resp, body, http.StatusOK, "The rollout is saved.")
 			resp, body = b.post("/console/releases/2/yank", url.Values{})
 			wantPage(t, resp, body, http.StatusBadRequest, "Tick the box to confirm.")
 			resp, body = b.post("/console/releases/2/yank", url.Values{"confirm": {"yes"}})
 			wantPage(t, resp, body, http.StatusOK, "The release is yanked", "yanked")
 			// The API sees what the console did.
-			_, apiBody := ts.do("GET", "/api/v1/updates", ts.admin, nil)
+			_, apiBody = ts.do("GET", "/api/v1/updates", ts.admin, nil)
 			api := string(apiBody)
 			if !strings.Contains(api, `"Rollout":55`) || !strings.Contains(api, `"Yanked":true`) || !strings.Contains(api, `Line one\n\u003cb\u003etwo`) {
 				t.Errorf("the API does not show the console's changes: %s", api)
@@ -170,8 +196,13 @@ func TestConsole_pages(t *testing.T) {
 				t.Errorf("the purged release is still listed")
 			}
 
-			resp, body = b.post("/console/secrets", url.Values{"role": {"client"}})
-			wantPage(t, resp, body, http.StatusCreated, "Copy this client secret now", `id="new-secret"`)
+			resp, body = b.post("/console/secrets", url.Values{"role": {"client"}, "name": {"android-app"}, "expires": {"30"}})
+			wantPage(t, resp, body, http.StatusCreated, "Copy this client secret now", `id="new-secret"`, "android-app",
+				time.Now().UTC().AddDate(0, 0, 30).Format("2006-01-02"))
+			resp, body = b.post("/console/secrets", url.Values{"role": {"client"}, "name": {"android-app"}})
+			wantPage(t, resp, body, http.StatusConflict)
+			resp, body = b.post("/console/secrets", url.Values{"role": {"client"}, "expires": {"2"}})
+			wantPage(t, resp, body, http.StatusBadRequest, "Pick an expiry from the list.")
 			if strings.Contains(resp.Request.URL.String(), "secret=") {
 				t.Errorf("the new secret's page has a secret in its URL: %s", resp.Request.URL)
 			}

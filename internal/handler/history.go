@@ -33,9 +33,10 @@ type historyRelease struct {
 	NewDevices int64  `json:"NewDevices"`
 }
 
-// handleHistory answers GET /api/v1/stats/history?days=N: the adoption of
-// each release per day, oldest first, the last day being today.
-func handleHistory(history *service.History, log *slog.Logger) http.HandlerFunc {
+// handleHistory answers GET /api/v1/stats/history?days=N&track=T: the
+// adoption of each release per day, oldest first, the last day being
+// today; with track, only the releases now on that track.
+func handleHistory(history *service.History, releases *service.Releases, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		days := defaultHistoryDays
 		if v := r.URL.Query().Get("days"); v != "" {
@@ -46,7 +47,24 @@ func handleHistory(history *service.History, log *slog.Logger) http.HandlerFunc 
 			}
 			days = n
 		}
-		got, err := history.Days(r.Context(), days, nil)
+		var keep func(int64) bool
+		if track := r.URL.Query().Get("track"); track != "" {
+			if err := releases.Tracks().Check(track); err != nil {
+				fail(w, r, log, err)
+				return
+			}
+			all, err := releases.Current(r.Context())
+			if err != nil {
+				fail(w, r, log, err)
+				return
+			}
+			on := map[int64]bool{}
+			for _, rel := range all {
+				on[rel.ID] = rel.Track == track
+			}
+			keep = func(id int64) bool { return on[id] }
+		}
+		got, err := history.Days(r.Context(), days, keep)
 		if err != nil {
 			fail(w, r, log, err)
 			return

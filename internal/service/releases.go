@@ -334,6 +334,9 @@ func (s *Releases) List(ctx context.Context) ([]model.Release, error) {
 	return s.store.List(ctx)
 }
 
+// Tracks returns the release tracks, most adventurous first.
+func (s *Releases) Tracks() model.Tracks { return s.tracks }
+
 // Current returns every release ordered by id as last read into memory
 // (at most Refresh old; this server's own writes at once), without a
 // database read. The slice is shared: do not modify it.

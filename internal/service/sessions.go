@@ -75,7 +75,7 @@ const touchEvery = time.Minute
 
 // Check returns the signature whose session token is; Unauthorized when
 // there is no such session, it has been idle for Idle or lived Max, or its
-// signature was revoked.
+// signature was revoked or has expired.
 func (s *Sessions) Check(ctx context.Context, token string) (model.Signature, error) {
 	if token == "" {
 		return model.Signature{}, errNoSession
@@ -89,7 +89,8 @@ func (s *Sessions) Check(ctx context.Context, token string) (model.Signature, er
 	}
 	now := s.now()
 	sig, ok := s.sigs.byID(sess.SignatureID)
-	if !ok || sig.Role != model.RoleAdmin || now.Sub(sess.LastSeenAt) >= s.cfg.Idle || now.Sub(sess.CreatedAt) >= s.cfg.Max {
+	expired := !sig.ExpiresAt.IsZero() && !now.Before(sig.ExpiresAt)
+	if !ok || sig.Role != model.RoleAdmin || expired || now.Sub(sess.LastSeenAt) >= s.cfg.Idle || now.Sub(sess.CreatedAt) >= s.cfg.Max {
 		if err := s.store.Delete(ctx, sess.TokenHash); err != nil {
 			s.log.Warn("delete an ended console session", "err", err)
 		}
