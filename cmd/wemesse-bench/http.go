@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"math"
@@ -74,10 +73,14 @@ func expect(ctx context.Context, c *http.Client, want int, method, rawURL, secre
 	return r.elapsed, nil
 }
 
-// uploadBuild posts a small random build as version, as ops do.
+// uploadBuild posts a small signed APK (see newAPK) as version, as ops do.
 func uploadBuild(ctx context.Context, c *http.Client, baseURL, admin, version string, size int) error {
+	build, err := newAPKOfSize(int64(size))
+	if err != nil {
+		return err
+	}
 	fields := []proctest.Field{{Name: "appVersion", Value: version}, {Name: "appNotes", Value: "wemesse-bench"}}
-	req, err := proctest.UploadRequest(ctx, baseURL, admin, fields, "wemesse.apk", io.LimitReader(rand.Reader, int64(size)))
+	req, err := proctest.UploadRequest(ctx, baseURL, admin, fields, "wemesse.apk", build.reader())
 	if err != nil {
 		return err
 	}

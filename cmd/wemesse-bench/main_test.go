@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wemesse/server/internal/apk"
 	"github.com/wemesse/server/internal/proctest"
 )
 
@@ -313,5 +314,24 @@ func TestStaticChild(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the child kept serving after its stdin closed")
+	}
+}
+
+// TestNewAPK checks that the bench's generated builds verify as the
+// server verifies uploads.
+func TestNewAPK(t *testing.T) {
+	for _, size := range []int64{4096, 3<<20 + 123} {
+		a, err := newAPKOfSize(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(a.reader())
+		if err != nil || int64(len(b)) != size {
+			t.Fatalf("read %d bytes (%v), want %d", len(b), err, size)
+		}
+		info, err := apk.Verify(bytes.NewReader(b), size)
+		if err != nil || info.Package != "org.wemesse.app" || len(info.Schemes) != 1 || info.Schemes[0] != 2 {
+			t.Errorf("size %d: %+v, %v", size, info, err)
+		}
 	}
 }

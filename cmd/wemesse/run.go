@@ -40,6 +40,8 @@ const usage = `usage:
   wemesse signature list                       list signatures (id, name, role, created, expires, last used)
   wemesse signature revoke ID                  delete a signature
   wemesse answer-key create                    print a new Ed25519 key (PKCS#8 PEM) for signing update answers
+  wemesse releases verify                      verify every stored build as an upload is; fill in what
+                                               each declares (PackageName, ...); report failures, delete nothing
 Settings come from WEMESSE_* environment variables and a .env file.`
 
 // run is the whole program, with its environment passed in so tests can
@@ -69,6 +71,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		_, err = stdout.Write(key)
 		return err
+	case "releases":
+		return releasesCommand(ctx, cfg, log, args, stdout, stderr, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -119,8 +123,11 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(
 	a.releases = service.NewReleases(repository.NewReleases(db), files, service.ReleasesConfig{
 		PublicURL: cfg.PublicURL, MaxUpload: cfg.MaxUploadBytes, DefaultABI: cfg.DefaultABI,
 		Refresh: cfg.ReleasesRefresh, Key: storage.Key, SafeName: storage.SafeName, Observer: a.metrics,
-		Redirect: cfg.StorageRedirect, Tracks: cfg.Tracks,
+		Redirect: cfg.StorageRedirect, Tracks: cfg.Tracks, VerifyAPK: cfg.VerifyAPK,
 	}, log)
+	if !cfg.VerifyAPK {
+		log.Warn("WEMESSE_VERIFY_APK=false: uploads are stored without verification, and devices may be offered builds Android refuses to install")
+	}
 	users := repository.NewUsers(db)
 	a.userStore = users
 	a.users = service.NewUsers(users, service.UsersConfig{
@@ -471,6 +478,70 @@ func parseDays(s string) (time.Duration, error) {
 	}
 	r, err := time.ParseDuration(rest)
 	return d + r, err
+}
+
+// releasesCommand runs `wemesse releases verify`: a progress bar on stderr,
+// one line per release on stdout, and an error when any build failed.
+func releasesCommand(ctx context.Context, cfg config.Config, log *slog.Logger, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) != 1 || args[0] != "verify" {
+		return errors.New("releases: want verify\n" + usage)
+	}
+	a, err := open(ctx, cfg, log, getenv)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	bar := progressBar{w: stderr, last: -1}
+	failed, err := a.releases.VerifyStored(ctx, bar.draw, func(rel model.Release, err error) {
+		bar.clear()
+		name := rel.Version.String()
+		if rel.TargetABI != "" {
+			name += " " + rel.TargetABI
+		}
+		if err != nil {
+			fmt.Fprintf(stdout, "FAIL  release %d (%s, %s): %s\n", rel.ID, name, rel.FilePath, model.ErrorMessage(err))
+			return
+		}
+		fmt.Fprintf(stdout, "ok    release %d (%s): %s versionCode %d (%s), minSdk %d, targetSdk %d, signer %s\n",
+			rel.ID, name, rel.PackageName, rel.VersionCode, rel.VersionName, rel.MinSdk, rel.TargetSdk, rel.SignerSHA256)
+	})
+	bar.clear()
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("releases verify: %d builds failed; nothing was deleted", failed)
+	}
+	return nil
+}
+
+// progressBar draws "verifying [#####     ]  50% 1.0 GB of 2.0 GB" on one
+// line, redrawn when the percentage changes.
+type progressBar struct {
+	w    io.Writer
+	last int
+}
+
+func (b *progressBar) draw(done, total int64) {
+	pct := 100
+	if total > 0 {
+		pct = int(done * 100 / total)
+	}
+	if pct == b.last {
+		return
+	}
+	b.last = pct
+	fill := pct * 30 / 100
+	fmt.Fprintf(b.w, "\rverifying [%s%s] %3d%% %s of %s", strings.Repeat("#", fill), strings.Repeat(" ", 30-fill), pct, model.FormatSize(done), model.FormatSize(total))
+}
+
+// clear ends the bar's line, if one is drawn, so that other output starts
+// on a fresh line; the next draw starts a new bar.
+func (b *progressBar) clear() {
+	if b.last >= 0 {
+		fmt.Fprintln(b.w)
+		b.last = -1
+	}
 }
 
 func formatTime(t time.Time) string {

@@ -34,6 +34,7 @@ func TestProcess_scheduleTwoServers(t *testing.T) {
 	env := map[string]string{
 		"WEMESSE_DATABASE_URL": dbtest.Postgres(t), "WEMESSE_UPLOAD_DIR": t.TempDir(),
 		"WEMESSE_SIGNATURE": secret, "WEMESSE_ARGON2_MEMORY": "1024", "WEMESSE_RELEASES_REFRESH": "50ms",
+		"WEMESSE_VERIFY_APK": "false", // a made-up build: the schedule is tested
 	}
 	var procs [2]*proctest.Server
 	var servers [2]*server

@@ -55,6 +55,9 @@ func tryStart(tb testing.TB, env map[string]string, tlsClient ...*http.Client) (
 		"WEMESSE_UPLOAD_DIR":    dir + "/uploads",
 		"WEMESSE_PUBLIC_URL":    "http://" + addr + "/uploads",
 		"WEMESSE_ARGON2_MEMORY": "1024",
+		// These tests upload made-up bytes; TestServer_verifiesUploads and
+		// the handler tests check verification.
+		"WEMESSE_VERIFY_APK": "false",
 	}
 	maps.Copy(full, env)
 	s := &server{base: "http://" + addr, client: http.DefaultClient, env: full, exited: make(chan struct{}), log: &syncBuffer{}}
@@ -83,10 +86,13 @@ func tryStart(tb testing.TB, env map[string]string, tlsClient ...*http.Client) (
 }
 
 // startProcess runs bin, the server built by proctest.Build, with env over
-// proctest's defaults, and kills it at the end of the test.
+// proctest's defaults and upload verification off (these tests upload
+// made-up bytes), and kills it at the end of the test.
 func startProcess(tb testing.TB, bin string, env map[string]string) *server {
 	tb.Helper()
-	p, err := proctest.Start(context.Background(), proctest.Options{Binary: bin, Dir: tb.TempDir(), Settings: env})
+	settings := map[string]string{"WEMESSE_VERIFY_APK": "false"}
+	maps.Copy(settings, env)
+	p, err := proctest.Start(context.Background(), proctest.Options{Binary: bin, Dir: tb.TempDir(), Settings: settings})
 	if err != nil {
 		tb.Fatal(err)
 	}

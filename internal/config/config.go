@@ -44,6 +44,10 @@ type Config struct {
 	SessionMax      time.Duration  // WEMESSE_SESSION_MAX: a console session ends this long after login
 	Tracks          model.Tracks   // WEMESSE_TRACKS: release tracks, most adventurous first
 	LogLevel        slog.Level
+	// VerifyAPK (WEMESSE_VERIFY_APK, default true) checks every upload as
+	// Android would before installing it; false stores any bytes, which is
+	// unsafe for APKs: devices may be offered builds they cannot install.
+	VerifyAPK bool
 
 	AnswerKeyFile     string        // WEMESSE_ANSWER_KEY_FILE: PEM of the key that signs update answers; empty: unsigned
 	AnswerKeysRetired []string      // WEMESSE_ANSWER_KEYS_RETIRED: PEM files of older keys, still published
@@ -96,7 +100,7 @@ var Variables = []string{
 	"WEMESSE_STALL_TIMEOUT", "WEMESSE_MIN_BODY_RATE", "WEMESSE_MAX_CONNECTIONS", "WEMESSE_DEVICE_WRITERS", "WEMESSE_DEVICE_BATCH", "WEMESSE_STORAGE_URL",
 	"WEMESSE_STORAGE_REDIRECT", "WEMESSE_TRUSTED_PROXIES", "WEMESSE_PPROF", "WEMESSE_HISTORY_REFRESH",
 	"WEMESSE_SESSION_IDLE", "WEMESSE_SESSION_MAX",
-	"WEMESSE_ANSWER_KEY_FILE", "WEMESSE_ANSWER_KEYS_RETIRED", "WEMESSE_ANSWER_TTL", "WEMESSE_TRACKS",
+	"WEMESSE_ANSWER_KEY_FILE", "WEMESSE_ANSWER_KEYS_RETIRED", "WEMESSE_ANSWER_TTL", "WEMESSE_TRACKS", "WEMESSE_VERIFY_APK",
 }
 
 // Load reads the configuration through getenv and checks it.
@@ -123,6 +127,7 @@ func Load(getenv func(string) string) (Config, error) {
 		DeviceBatch:     int(p.int64("WEMESSE_DEVICE_BATCH", 256, 1, 1000)),
 		StorageURL:      getenv("WEMESSE_STORAGE_URL"),
 		StorageRedirect: p.bool("WEMESSE_STORAGE_REDIRECT"),
+		VerifyAPK:       p.boolOr("WEMESSE_VERIFY_APK", true),
 		TrustedProxies:  p.prefixes("WEMESSE_TRUSTED_PROXIES"),
 		HistoryRefresh:  p.duration("WEMESSE_HISTORY_REFRESH", time.Minute),
 		SessionIdle:     p.duration("WEMESSE_SESSION_IDLE", 30*time.Minute),
@@ -198,6 +203,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("upload_dir", c.UploadDir),
 		slog.String("storage_url", c.StorageURL),
 		slog.Bool("storage_redirect", c.StorageRedirect),
+		slog.Bool("verify_apk", c.VerifyAPK),
 		slog.String("public_url", c.PublicURL),
 		slog.String("mirror_url", c.MirrorURL),
 		slog.Int64("max_upload_bytes", c.MaxUploadBytes),
@@ -297,10 +303,12 @@ func (p *parser) tracks(name, def string) model.Tracks {
 	return ts
 }
 
-func (p *parser) bool(name string) bool {
+func (p *parser) bool(name string) bool { return p.boolOr(name, false) }
+
+func (p *parser) boolOr(name string, def bool) bool {
 	v := p.getenv(name)
 	if v == "" {
-		return false
+		return def
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {

@@ -41,6 +41,7 @@ func defaults() config.Config {
 		SessionMax:      12 * time.Hour,
 		Tracks:          model.Tracks{"internal", "beta", "stable"},
 		LogLevel:        slog.LevelInfo,
+		VerifyAPK:       true,
 		Argon2: config.Argon2{
 			Memory:      64 * 1024,
 			Iterations:  1,

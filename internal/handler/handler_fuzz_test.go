@@ -347,10 +347,16 @@ type fuzzRelease struct {
 	Yanked    bool   `json:"Yanked"`
 	Downloads int64  `json:"Downloads"`
 
-	Track       string      `json:"Track"`
-	Halted      bool        `json:"Halted"`
-	MandatoryAt *string     `json:"MandatoryAt"`
-	Schedule    [0]struct{} `json:"Schedule"` // empty after an upload; an array keeps the struct comparable
+	Track        string      `json:"Track"`
+	Halted       bool        `json:"Halted"`
+	MandatoryAt  *string     `json:"MandatoryAt"`
+	Schedule     [0]struct{} `json:"Schedule"` // empty after an upload; an array keeps the struct comparable
+	PackageName  string      `json:"PackageName"`
+	VersionCode  int64       `json:"VersionCode"`
+	VersionName  string      `json:"VersionName"`
+	MinSdk       int         `json:"MinSdk"`
+	TargetSdk    int         `json:"TargetSdk"`
+	SignerSHA256 string      `json:"SignerSHA256"`
 }
 
 // uploadFuzz is a server for the upload targets, with a small upload

@@ -308,6 +308,18 @@ func TestOpenAPI_Responses(t *testing.T) {
 		}
 		cv.run(t, ts, cases)
 
+		// A server that verifies uploads, as servers do by default.
+		verifying := newVerifyingServer(t, dsn)
+		apkBuild, apkBuildType := upload("appVersion", "2267_00", "tmpFile", "wemesse.apk|"+apkFixture(t, "good.apk"))
+		unsigned, unsignedType := upload("appVersion", "2267_01", "tmpFile", "wemesse.apk|"+apkFixture(t, "unsigned.apk"))
+		cv.run(t, verifying, []contractCase{
+			{name: "upload an APK", method: "POST", path: "/api/v1/updates", secret: "admin", body: apkBuild, ctype: apkBuildType, want: 201},
+			{name: "upload, unsigned APK", method: "POST", path: "/api/v1/updates", secret: "admin", body: unsigned, ctype: unsignedType, want: 422},
+			{name: "check, with the device's SDK", method: "GET", path: "/api/v1/updates/2266_00?sdk=30", want: 200},
+			{name: "check, SDK below every build's", method: "GET", path: "/api/v1/updates/2266_00?sdk=23", want: 404},
+			{name: "check, bad SDK", method: "GET", path: "/api/v1/updates/2266_00?sdk=0", want: 400, breaks: "sdk minimum"},
+		})
+
 		// The unhappy server: its database does not answer, and one failed
 		// signature check per minute is allowed.
 		down := newTestServer(t, dsn, func(d *handler.Deps, _ *service.SignaturesConfig) {

@@ -47,6 +47,14 @@ type releaseResponse struct {
 	Halted      bool           `json:"Halted"`
 	MandatoryAt *time.Time     `json:"MandatoryAt"` // RFC 3339; null when none
 	Schedule    []stepResponse `json:"Schedule"`
+	// What the verified APK declares and who signed it; empty for builds
+	// stored before verification or without it.
+	PackageName  string `json:"PackageName"`
+	VersionCode  int64  `json:"VersionCode"`
+	VersionName  string `json:"VersionName"`
+	MinSdk       int    `json:"MinSdk"`
+	TargetSdk    int    `json:"TargetSdk"`
+	SignerSHA256 string `json:"SignerSHA256"`
 }
 
 // stepResponse is one step of a release's Schedule.
@@ -64,6 +72,8 @@ func toReleaseResponse(r model.Release, base string) releaseResponse {
 		URI: fileURL(base, r.FilePath), SHA256: r.SHA256, TargetABI: r.TargetABI,
 		Rollout: r.Rollout, Yanked: r.Yanked, Downloads: r.Downloads,
 		Track: r.Track, Halted: r.Halted, MandatoryAt: r.MandatoryAt, Schedule: make([]stepResponse, len(r.Schedule)),
+		PackageName: r.PackageName, VersionCode: r.VersionCode, VersionName: r.VersionName,
+		MinSdk: r.MinSdk, TargetSdk: r.TargetSdk, SignerSHA256: r.SignerSHA256,
 	}
 	for i, st := range r.Schedule {
 		out.Schedule[i] = stepResponse{At: st.At, Rollout: st.Rollout, State: string(st.State)}
@@ -80,18 +90,24 @@ func fileURL(base, key string) string {
 	return base + "/" + strings.Join(segs, "/")
 }
 
-// handleUpdateCheck answers GET /api/v1/updates/{version}?device=ID&track=T. The
-// answer may be cached for maxAge; its ETag changes with any upload, edit or
-// yank, and If-None-Match gets 304. With a signer, a 200 carries
-// Content-Digest and an RFC 9421 signature; a 304 refers to the signed
-// answer the client holds.
+// handleUpdateCheck answers GET /api/v1/updates/{version}?device=ID&track=T&sdk=N,
+// N being the device's API level: only builds whose minSdk it reaches are
+// offered. The answer may be cached for maxAge; its ETag changes with any
+// upload, edit or yank, and If-None-Match gets 304. With a signer, a 200
+// carries Content-Digest and an RFC 9421 signature; a 304 refers to the
+// signed answer the client holds.
 func handleUpdateCheck(releases *service.Releases, mirrorURL string, maxAge time.Duration, signer *httpsig.Signer, log *slog.Logger) http.HandlerFunc {
 	cacheControl := []string{fmt.Sprintf("public, max-age=%d", int(maxAge.Seconds()))}
 	jsonType := []string{"application/json; charset=utf-8"}
 	answers := answerCache{signer: signer}
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.RawQuery
-		rel, tag, err := releases.Check(r.Context(), chi.URLParam(r, "version"), queryValue(q, "device"), queryValue(q, "track"))
+		sdk, err := sdkParam(queryValue(q, "sdk"))
+		if err != nil {
+			fail(w, r, log, err)
+			return
+		}
+		rel, tag, err := releases.Check(r.Context(), chi.URLParam(r, "version"), queryValue(q, "device"), queryValue(q, "track"), sdk)
 		if err != nil {
 			fail(w, r, log, err)
 			return
@@ -114,6 +130,18 @@ func handleUpdateCheck(releases *service.Releases, mirrorURL string, maxAge time
 		w.WriteHeader(http.StatusOK)
 		w.Write(a.body)
 	}
+}
+
+// sdkParam parses the sdk query parameter: empty is 0 (no filter).
+func sdkParam(v string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 10000 {
+		return 0, model.Errorf(model.Invalid, "sdk must be an API level, an integer from 1 to 10000.")
+	}
+	return n, nil
 }
 
 // answerCache keeps the encoded answers of the update check: every client

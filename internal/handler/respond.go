@@ -25,17 +25,18 @@ const maxJSONBytes = 64 << 10
 
 // statusOf maps each error code to its HTTP status.
 var statusOf = map[model.Code]int{
-	model.Invalid:      http.StatusBadRequest,
-	model.NotFound:     http.StatusNotFound,
-	model.Conflict:     http.StatusConflict,
-	model.Unauthorized: http.StatusUnauthorized,
-	model.Forbidden:    http.StatusForbidden,
-	model.NotAllowed:   http.StatusMethodNotAllowed,
-	model.TooLarge:     http.StatusRequestEntityTooLarge,
-	model.Unsupported:  http.StatusUnsupportedMediaType,
-	model.TooMany:      http.StatusTooManyRequests,
-	model.Unavailable:  http.StatusServiceUnavailable,
-	model.Internal:     http.StatusInternalServerError,
+	model.Invalid:       http.StatusBadRequest,
+	model.NotFound:      http.StatusNotFound,
+	model.Conflict:      http.StatusConflict,
+	model.Unauthorized:  http.StatusUnauthorized,
+	model.Forbidden:     http.StatusForbidden,
+	model.NotAllowed:    http.StatusMethodNotAllowed,
+	model.TooLarge:      http.StatusRequestEntityTooLarge,
+	model.Unsupported:   http.StatusUnsupportedMediaType,
+	model.Unprocessable: http.StatusUnprocessableEntity,
+	model.TooMany:       http.StatusTooManyRequests,
+	model.Unavailable:   http.StatusServiceUnavailable,
+	model.Internal:      http.StatusInternalServerError,
 }
 
 // encode writes v as JSON with the given status.

@@ -57,8 +57,21 @@ func (c *testClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 type serverOption func(*handler.Deps, *service.SignaturesConfig)
 
-// newTestServer serves the API on dsn with fast Argon2 parameters.
+// newTestServer serves the API on dsn with fast Argon2 parameters and
+// upload verification off, so that tests may upload made-up bytes.
 func newTestServer(tb testing.TB, dsn string, opts ...serverOption) *testServer {
+	tb.Helper()
+	return startTestServer(tb, dsn, false, opts...)
+}
+
+// newVerifyingServer is newTestServer with upload verification on, as a
+// server runs by default.
+func newVerifyingServer(tb testing.TB, dsn string, opts ...serverOption) *testServer {
+	tb.Helper()
+	return startTestServer(tb, dsn, true, opts...)
+}
+
+func startTestServer(tb testing.TB, dsn string, verifyAPK bool, opts ...serverOption) *testServer {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
@@ -88,7 +101,7 @@ func newTestServer(tb testing.TB, dsn string, opts ...serverOption) *testServer 
 	clock := &testClock{}
 	deps.Releases = service.NewReleases(repository.NewReleases(db), files, service.ReleasesConfig{
 		PublicURL: publicURL, MaxUpload: deps.MaxUploadBytes, DefaultABI: "arm64", Refresh: 100 * time.Millisecond,
-		Key: storage.Key, SafeName: storage.SafeName, Tracks: model.Tracks{"internal", "beta", "stable"}, Now: clock.now,
+		Key: storage.Key, SafeName: storage.SafeName, Tracks: model.Tracks{"internal", "beta", "stable"}, Now: clock.now, VerifyAPK: verifyAPK,
 	}, log)
 	writers := 1
 	if strings.HasPrefix(dsn, "postgres") {
@@ -265,5 +278,6 @@ func wantKeys(tb testing.TB, obj map[string]any, keys ...string) {
 	}
 }
 
-var releaseKeys = []string{"Id", "Checksum", "Name", "Message", "Size", "Version", "Skipped", "Uploads", "URI", "SHA256", "TargetABI", "Rollout", "Yanked", "Downloads", "Track", "Halted", "MandatoryAt", "Schedule"}
+var releaseKeys = []string{"Id", "Checksum", "Name", "Message", "Size", "Version", "Skipped", "Uploads", "URI", "SHA256", "TargetABI", "Rollout", "Yanked", "Downloads", "Track", "Halted", "MandatoryAt", "Schedule",
+	"PackageName", "VersionCode", "VersionName", "MinSdk", "TargetSdk", "SignerSHA256"}
 var userKeys = []string{"ID", "AppLocale", "AppVersion", "DeviceLocale", "DeviceMac", "DeviceModel", "DeviceSDK", "SessionActivity", "SessionID", "SessionRegister", "TgVersion", "TargetABI"}

@@ -14,17 +14,18 @@ type Code string
 
 // The error codes. The handler maps each to one HTTP status.
 const (
-	Invalid      Code = "invalid"
-	NotFound     Code = "not_found"
-	Conflict     Code = "conflict"
-	Unauthorized Code = "unauthorized"
-	Forbidden    Code = "forbidden"
-	NotAllowed   Code = "not_allowed" // the method, on a resource that exists
-	TooLarge     Code = "too_large"
-	Unsupported  Code = "unsupported"
-	TooMany      Code = "too_many" // too many requests; retry later
-	Unavailable  Code = "unavailable"
-	Internal     Code = "internal"
+	Invalid       Code = "invalid"
+	NotFound      Code = "not_found"
+	Conflict      Code = "conflict"
+	Unauthorized  Code = "unauthorized"
+	Forbidden     Code = "forbidden"
+	NotAllowed    Code = "not_allowed" // the method, on a resource that exists
+	TooLarge      Code = "too_large"
+	Unsupported   Code = "unsupported"
+	Unprocessable Code = "unprocessable" // well-formed, but breaks a rule about its content
+	TooMany       Code = "too_many"      // too many requests; retry later
+	Unavailable   Code = "unavailable"
+	Internal      Code = "internal"
 )
 
 // Error is an error with a code and a message a person can act on.

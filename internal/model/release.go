@@ -33,6 +33,15 @@ type Release struct {
 	Halted      bool       // offered to nobody, schedule paused, until resumed
 	MandatoryAt *time.Time // from then on it counts as mandatory; nil: never by date
 	Schedule    []Step     // the rollout ramp, in time order
+
+	// What the APK declares and who signed it; empty for releases stored
+	// before verification, or uploaded with it turned off (see Build).
+	PackageName  string
+	VersionCode  int64
+	VersionName  string
+	MinSdk       int
+	TargetSdk    int
+	SignerSHA256 string // lowercase hex SHA-256 of the signer's certificate
 }
 
 // ReleasePatch holds the fields of a release an admin may change; nil
@@ -107,14 +116,17 @@ type Client struct {
 	ABI     string
 	Device  string // empty when the client sent none
 	Tracks  Tracks // its track and every later one (Tracks.From)
+	SDK     int    // the device's API level; 0 when it sent none
 }
 
 // OfferedTo reports whether the release may be offered to client c: it is
-// neither yanked nor halted, it is on one of c's tracks, it is built for
+// neither yanked nor halted, its minSdk is at most c's SDK (when c sent
+// one), it is on one of c's tracks, it is built for
 // c's ABI or universal, and c's device falls inside its rollout. Without a
 // device id only full rollouts are offered.
 func (r Release) OfferedTo(c Client) bool {
-	if r.Yanked || r.Halted || (r.TargetABI != "" && r.TargetABI != c.ABI) || !slices.Contains(c.Tracks, r.Track) {
+	if r.Yanked || r.Halted || (r.TargetABI != "" && r.TargetABI != c.ABI) || !slices.Contains(c.Tracks, r.Track) ||
+		(c.SDK > 0 && r.MinSdk > c.SDK) {
 		return false
 	}
 	if r.Rollout >= FullRollout || r.Rollout == 0 {

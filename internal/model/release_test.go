@@ -29,36 +29,40 @@ func TestFormatSize(t *testing.T) {
 }
 
 func TestNewestFor(t *testing.T) {
-	rel := func(id int64, v, abi string) Release {
+	rel := func(id int64, v, abi string, minSdk int) Release {
 		version := mustVersion(t, v)
-		return Release{ID: id, Version: version, TargetABI: abi, Skipped: !version.Mandatory(), Track: DefaultTrack}
+		return Release{ID: id, Version: version, TargetABI: abi, Skipped: !version.Mandatory(), Track: DefaultTrack, MinSdk: minSdk}
 	}
 	releases := []Release{
-		rel(1, "2264_00", ""),
-		rel(2, "2265_00", "arm"),
-		rel(3, "2267_01", ""),
-		rel(4, "2267_01", "arm64"),
-		rel(5, "2268_00", "x86"),
+		rel(1, "2264_00", "", 21),
+		rel(2, "2265_00", "arm", 0),
+		rel(3, "2267_01", "", 24),
+		rel(4, "2267_01", "arm64", 26),
+		rel(5, "2268_00", "x86", 0),
 	}
 	tests := []struct {
 		name       string
 		current    string
 		abi        string
+		sdk        int
 		wantID     int64
 		mustUpdate bool
 	}{
-		{"arm64 behind a mandatory release", "2263_05", "arm64", 4, true},
-		{"arm64 at the mandatory release", "2264_00", "arm64", 4, false},
-		{"arm64 on the newest", "2267_01", "arm64", 4, false},
-		{"arm64 ahead of every release", "9999_00", "arm64", 4, false},
-		{"arm sees its own mandatory build", "2264_05", "arm", 3, true},
-		{"arm past its mandatory build", "2265_00", "arm", 3, false},
-		{"x86 gets its newer build and must update", "2267_01", "x86", 5, true},
-		{"numeric, not string, order", "10000_00", "x86_64", 3, false},
+		{"arm64 behind a mandatory release", "2263_05", "arm64", 0, 4, true},
+		{"arm64 at the mandatory release", "2264_00", "arm64", 0, 4, false},
+		{"arm64 on the newest", "2267_01", "arm64", 0, 4, false},
+		{"arm64 ahead of every release", "9999_00", "arm64", 0, 4, false},
+		{"arm sees its own mandatory build", "2264_05", "arm", 0, 3, true},
+		{"arm past its mandatory build", "2265_00", "arm", 0, 3, false},
+		{"x86 gets its newer build and must update", "2267_01", "x86", 0, 5, true},
+		{"numeric, not string, order", "10000_00", "x86_64", 0, 3, false},
+		{"sdk 25: the arm64 build needs 26, the universal one does", "2263_05", "arm64", 25, 3, true},
+		{"sdk 23: only the build for 21 and up", "2263_05", "arm64", 23, 1, true},
+		{"sdk 26 sees every build", "2263_05", "arm64", 26, 4, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, must, ok := NewestFor(releases, Client{Version: mustVersion(t, tt.current), ABI: tt.abi, Tracks: Tracks{DefaultTrack}}, time.Now())
+			got, must, ok := NewestFor(releases, Client{Version: mustVersion(t, tt.current), ABI: tt.abi, Tracks: Tracks{DefaultTrack}, SDK: tt.sdk}, time.Now())
 			if !ok || got.ID != tt.wantID || must != tt.mustUpdate {
 				t.Errorf("got (id %d, must %v, ok %v), want (id %d, must %v)", got.ID, must, ok, tt.wantID, tt.mustUpdate)
 			}

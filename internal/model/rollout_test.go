@@ -73,24 +73,31 @@ func TestRelease_OfferedTo(t *testing.T) {
 		r      Release
 		abi    string
 		device string
+		sdk    int
 		want   bool
 	}{
-		{"universal, full", Release{Version: v, Rollout: 100}, "x86", "", true},
-		{"legacy row without rollout", Release{Version: v}, "x86", "", true},
-		{"other ABI", Release{Version: v, Rollout: 100, TargetABI: "arm"}, "arm64", inside, false},
-		{"own ABI", Release{Version: v, Rollout: 100, TargetABI: "arm64"}, "arm64", "", true},
-		{"yanked", Release{Version: v, Rollout: 100, Yanked: true}, "arm64", inside, false},
-		{"halted", Release{Version: v, Rollout: 100, Halted: true}, "arm64", inside, false},
-		{"halted, device inside a partial rollout", Release{Version: v, Rollout: 10, Halted: true}, "arm64", inside, false},
-		{"partial without device", Release{Version: v, Rollout: 10}, "arm64", "", false},
-		{"partial, device inside", Release{Version: v, Rollout: 10}, "arm64", inside, true},
-		{"partial, device outside", Release{Version: v, Rollout: 10}, "arm64", outside, false},
+		{"universal, full", Release{Version: v, Rollout: 100}, "x86", "", 0, true},
+		{"legacy row without rollout", Release{Version: v}, "x86", "", 0, true},
+		{"other ABI", Release{Version: v, Rollout: 100, TargetABI: "arm"}, "arm64", inside, 0, false},
+		{"own ABI", Release{Version: v, Rollout: 100, TargetABI: "arm64"}, "arm64", "", 0, true},
+		{"yanked", Release{Version: v, Rollout: 100, Yanked: true}, "arm64", inside, 0, false},
+		{"halted", Release{Version: v, Rollout: 100, Halted: true}, "arm64", inside, 0, false},
+		{"halted, device inside a partial rollout", Release{Version: v, Rollout: 10, Halted: true}, "arm64", inside, 0, false},
+		{"partial without device", Release{Version: v, Rollout: 10}, "arm64", "", 0, false},
+		{"partial, device inside", Release{Version: v, Rollout: 10}, "arm64", inside, 0, true},
+		{"partial, device outside", Release{Version: v, Rollout: 10}, "arm64", outside, 0, false},
+		{"minSdk above the device's", Release{Version: v, Rollout: 100, MinSdk: 26}, "arm64", "", 24, false},
+		{"minSdk at the device's", Release{Version: v, Rollout: 100, MinSdk: 24}, "arm64", "", 24, true},
+		{"minSdk, device sent no sdk", Release{Version: v, Rollout: 100, MinSdk: 26}, "arm64", "", 0, true},
+		{"unverified release, any sdk", Release{Version: v, Rollout: 100}, "arm64", "", 1, true},
 	}
 	for _, tt := range tests {
 		if tt.r.Track == "" {
 			tt.r.Track = DefaultTrack
 		}
-		if got := tt.r.OfferedTo(stableClient(tt.abi, tt.device)); got != tt.want {
+		c := stableClient(tt.abi, tt.device)
+		c.SDK = tt.sdk
+		if got := tt.r.OfferedTo(c); got != tt.want {
 			t.Errorf("%s: OfferedTo = %v, want %v", tt.name, got, tt.want)
 		}
 	}

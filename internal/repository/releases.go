@@ -21,7 +21,10 @@ func NewReleases(db *gorm.DB) *Releases { return &Releases{db: db} }
 
 // List returns every release ordered by id, each with its schedule.
 func (r *Releases) List(ctx context.Context) ([]model.Release, error) {
-	db := r.db.WithContext(ctx)
+	return listReleases(r.db.WithContext(ctx))
+}
+
+func listReleases(db *gorm.DB) ([]model.Release, error) {
 	var rows []appRow
 	if err := db.Order("id").Find(&rows).Error; err != nil {
 		return nil, translate(err, "release list")
@@ -45,12 +48,20 @@ func (r *Releases) List(ctx context.Context) ([]model.Release, error) {
 	return out, nil
 }
 
-// Create inserts rel and sets its ID. Inside the same transaction it calls
-// publish, which puts the release's file in place; if publish fails, or the
-// commit does, no row remains. While publish runs, the row's unique key is
-// held, so no concurrent upload of the same version and ABI gets that far.
-// It returns Conflict when the version and ABI already exist.
-func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, publish func() error) error {
+// uploadLock is the PostgreSQL advisory lock key that serializes uploads'
+// admission checks with their inserts.
+const uploadLock = 0x77656d66
+
+// Create inserts rel and sets its ID. Inside one transaction it first calls
+// admit (when not nil) with every stored release, with uploads serialized
+// (an advisory lock on PostgreSQL, an immediate transaction on SQLite), so
+// that what admit checks still holds at the commit; then it inserts the row
+// and calls publish, which puts the release's file in place. If admit,
+// publish or the commit fails, no row remains. While publish runs, the
+// row's unique key is held, so no concurrent upload of the same version and
+// ABI gets that far. It returns admit's error, or Conflict when the version
+// and ABI already exist.
+func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, admit func(existing []model.Release) error, publish func() error) error {
 	row := appRow{
 		TargetABI:   rel.TargetABI,
 		AppChecksum: rel.MD5,
@@ -67,8 +78,29 @@ func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, p
 		Rollout:     int64(rel.Rollout),
 		Track:       rel.Track,
 		MandatoryAt: utc(rel.MandatoryAt),
+
+		PackageName:  rel.PackageName,
+		VersionCode:  rel.VersionCode,
+		VersionName:  rel.VersionName,
+		MinSdk:       int64(rel.MinSdk),
+		TargetSdk:    int64(rel.TargetSdk),
+		SignerSHA256: rel.SignerSHA256,
 	}
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if admit != nil {
+			if tx.Dialector.Name() == "postgres" {
+				if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", uploadLock).Error; err != nil {
+					return translate(err, "upload lock")
+				}
+			}
+			existing, err := listReleases(tx)
+			if err != nil {
+				return err
+			}
+			if err := admit(existing); err != nil {
+				return err
+			}
+		}
 		if err := tx.Create(&row).Error; err != nil {
 			return translate(err, fmt.Sprintf("release %s", rel.Version))
 		}
@@ -343,6 +375,13 @@ func toRelease(row appRow, steps []stepRow) (model.Release, error) {
 		Halted:      row.Halted,
 		MandatoryAt: utc(row.MandatoryAt),
 		Schedule:    schedule,
+
+		PackageName:  row.PackageName,
+		VersionCode:  row.VersionCode,
+		VersionName:  row.VersionName,
+		MinSdk:       int(row.MinSdk),
+		TargetSdk:    int(row.TargetSdk),
+		SignerSHA256: row.SignerSHA256,
 	}, nil
 }
 
@@ -353,4 +392,20 @@ func utc(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
+}
+
+// SetBuild records what verification found in the stored build of release
+// id. NotFound when absent.
+func (r *Releases) SetBuild(ctx context.Context, id int64, rel model.Release) error {
+	res := r.db.WithContext(ctx).Model(&appRow{}).Where("id = ?", id).Updates(map[string]any{
+		"package_name": rel.PackageName, "version_code": rel.VersionCode, "version_name": rel.VersionName,
+		"min_sdk": rel.MinSdk, "target_sdk": rel.TargetSdk, "signer_sha256": rel.SignerSHA256,
+	})
+	if res.Error != nil {
+		return translate(res.Error, fmt.Sprintf("release %d", id))
+	}
+	if res.RowsAffected == 0 {
+		return model.Errorf(model.NotFound, "Release %d does not exist.", id)
+	}
+	return nil
 }

@@ -40,6 +40,14 @@ type appRow struct {
 	// by the time since.
 	HaltedAt    *time.Time `gorm:"column:halted_at"`
 	MandatoryAt *time.Time `gorm:"column:mandatory_at"`
+	// What the APK declares and who signed it (see apk.Verify); NULL for
+	// builds stored before verification or without it.
+	PackageName  string `gorm:"column:package_name;type:text"`
+	VersionCode  int64  `gorm:"column:version_code"`
+	VersionName  string `gorm:"column:version_name;type:text"`
+	MinSdk       int64  `gorm:"column:min_sdk"`
+	TargetSdk    int64  `gorm:"column:target_sdk"`
+	SignerSHA256 string `gorm:"column:signer_sha256;type:text"`
 }
 
 func (appRow) TableName() string { return "apps" }

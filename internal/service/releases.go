@@ -28,9 +28,13 @@ import (
 type ReleaseStore interface {
 	// List returns every release ordered by id.
 	List(ctx context.Context) ([]model.Release, error)
-	// Create inserts rel, calling publish before the commit; Conflict when
-	// its version and ABI exist.
-	Create(ctx context.Context, rel *model.Release, uri string, publish func() error) error
+	// Create inserts rel, calling admit (when not nil) with every stored
+	// release, serialized with other Creates, and publish before the
+	// commit; admit's error, or Conflict when its version and ABI exist.
+	Create(ctx context.Context, rel *model.Release, uri string, admit func(existing []model.Release) error, publish func() error) error
+	// SetBuild records what verification found in release id's build;
+	// NotFound when absent.
+	SetBuild(ctx context.Context, id int64, rel model.Release) error
 	// Update applies patch to release id at now, in one transaction;
 	// NotFound when absent.
 	Update(ctx context.Context, id int64, patch model.ReleasePatch, now time.Time) (model.Release, error)
@@ -52,6 +56,8 @@ type Files interface {
 	Publish(ctx context.Context, staged, key string) error
 	// Discard removes a staged file.
 	Discard(ctx context.Context, staged string) error
+	// OpenStaged opens a staged file for reading.
+	OpenStaged(ctx context.Context, staged string) (io.ReadSeekCloser, error)
 	// Remove deletes the file at key.
 	Remove(ctx context.Context, key string) error
 	// Open opens the file at key; NotFound when absent.
@@ -97,6 +103,7 @@ type Releases struct {
 	redirect   bool
 	tracks     model.Tracks
 	now        func() time.Time
+	verifyAPK  bool
 	log        *slog.Logger
 
 	// current is every release as last read, for the update check, which
@@ -139,6 +146,9 @@ type ReleasesConfig struct {
 	Tracks model.Tracks
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// VerifyAPK checks every upload as Android would before installing it
+	// (see Upload); false stores any bytes.
+	VerifyAPK bool
 }
 
 // NewReleases returns a Releases.
@@ -147,7 +157,7 @@ func NewReleases(store ReleaseStore, files Files, cfg ReleasesConfig, log *slog.
 		store: store, files: files, keyOf: cfg.Key, safeName: cfg.SafeName,
 		publicURL: cfg.PublicURL, maxUpload: cfg.MaxUpload, defaultABI: cfg.DefaultABI, refresh: cfg.Refresh,
 		observer: cmp.Or[Observer](cfg.Observer, NopObserver{}), redirect: cfg.Redirect, log: log,
-		tracks: cfg.Tracks, now: cfg.Now,
+		tracks: cfg.Tracks, now: cfg.Now, verifyAPK: cfg.VerifyAPK,
 	}
 	if r.tracks == nil {
 		r.tracks = model.Tracks{model.DefaultTrack}
@@ -164,9 +174,11 @@ func NewReleases(store ReleaseStore, files Files, cfg ReleasesConfig, log *slog.
 // client's track, empty for model.DefaultTrack. The result is the newest
 // release offered to the client (model.NewestFor), with Skipped false when
 // it must update; tag identifies the state of all releases, for caching.
-// It reads memory only. It returns Invalid for an unparsable version or an
-// unknown track and NotFound when nothing is offered.
-func (s *Releases) Check(ctx context.Context, clientVersion, device, track string) (rel model.Release, tag string, err error) {
+// sdk is the device's API level, 0 when it sent none: only builds whose
+// minSdk it reaches are offered. It reads memory only. It returns Invalid
+// for an unparsable version or an unknown track and NotFound when nothing
+// is offered.
+func (s *Releases) Check(ctx context.Context, clientVersion, device, track string, sdk int) (rel model.Release, tag string, err error) {
 	current, abi, err := model.ParseClientVersion(clientVersion)
 	if err != nil {
 		return model.Release{}, "", err
@@ -185,7 +197,7 @@ func (s *Releases) Check(ctx context.Context, clientVersion, device, track strin
 	if err != nil {
 		return model.Release{}, "", err
 	}
-	client := model.Client{Version: current, ABI: abi, Device: device, Tracks: tracks}
+	client := model.Client{Version: current, ABI: abi, Device: device, Tracks: tracks, SDK: sdk}
 	newest, mustUpdate, ok := model.NewestFor(snap.releases, client, s.now())
 	if !ok {
 		return model.Release{}, snap.tag, model.Errorf(model.NotFound, "No release exists yet for this client.")
@@ -215,8 +227,8 @@ func (s *Releases) Load(ctx context.Context) error {
 	}
 	h := sha256.New()
 	for _, r := range all {
-		fmt.Fprintf(h, "%d|%s|%s|%t|%d|%t|%s|%q|%s|%t|%v|%v\n", r.ID, r.Version, r.TargetABI, r.Skipped, r.Rollout, r.Yanked, r.MD5, r.Notes,
-			r.Track, r.Halted, r.MandatoryAt, r.Schedule)
+		fmt.Fprintf(h, "%d|%s|%s|%t|%d|%t|%s|%q|%s|%t|%v|%v|%d\n", r.ID, r.Version, r.TargetABI, r.Skipped, r.Rollout, r.Yanked, r.MD5, r.Notes,
+			r.Track, r.Halted, r.MandatoryAt, r.Schedule, r.MinSdk)
 	}
 	files := make(map[string]struct{}, len(all))
 	for _, r := range all {
@@ -422,10 +434,14 @@ type upload struct {
 
 // Upload receives a build from form: the fields appVersion (required, no ABI
 // suffix), appNotes, targetABI, rollout, track, mandatoryAt (RFC 3339) and
-// the file tmpFile, in any order. The file
-// streams to staging while its MD5 and SHA-256 are computed, then is
-// published and recorded in one step. After any failure no row, file or
-// staged file remains. Errors: Invalid, TooLarge, Conflict.
+// the file tmpFile, in any order. The file streams to staging while its MD5
+// and SHA-256 are computed. With VerifyAPK the staged file is then verified
+// as Android would before installing it (see verifyBuild), and its ABI
+// taken from its native libraries when the form names none; the package,
+// signer and versionCode rules are checked against the stored releases in
+// the same transaction as the insert. Then it is published and recorded in
+// one step. After any failure no row, file or staged file remains. Errors:
+// Invalid, TooLarge, Conflict, Unprocessable.
 func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, err error) {
 	u := upload{seen: map[string]bool{}, rollout: model.FullRollout, track: model.DefaultTrack}
 	defer func() {
@@ -445,6 +461,14 @@ func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, er
 		return model.Release{}, model.Errorf(model.Invalid, "The file field tmpFile is required.")
 	case u.size == 0:
 		return model.Release{}, model.Errorf(model.Invalid, "The uploaded file is empty.")
+	}
+	var build model.Build
+	var admit func([]model.Release) error
+	if s.verifyAPK {
+		if build, err = s.verifyBuild(ctx, u.staged, u.size, u.abi); err != nil {
+			return model.Release{}, err
+		}
+		u.abi = cmp.Or(u.abi, build.ABI())
 	}
 	existing, err := s.store.List(ctx)
 	if err != nil {
@@ -475,8 +499,12 @@ func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, er
 		Track:       u.track,
 		MandatoryAt: u.mandatoryAt,
 	}
+	if s.verifyAPK {
+		rel = withBuild(rel, build)
+		admit = func(existing []model.Release) error { return model.CheckSuccession(existing, rel, build.Lineage) }
+	}
 	published := false
-	err = s.store.Create(ctx, &rel, s.publicURL+"/"+rel.FilePath, func() error {
+	err = s.store.Create(ctx, &rel, s.publicURL+"/"+rel.FilePath, admit, func() error {
 		if err := s.files.Publish(ctx, u.staged, rel.FilePath); err != nil {
 			return err
 		}

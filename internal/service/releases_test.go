@@ -31,8 +31,8 @@ type failingCommit struct{ *repository.Releases }
 
 var errCommit = errors.New("commit failed")
 
-func (f failingCommit) Create(ctx context.Context, rel *model.Release, uri string, publish func() error) error {
-	err := f.Releases.Create(ctx, rel, uri, func() error {
+func (f failingCommit) Create(ctx context.Context, rel *model.Release, uri string, admit func([]model.Release) error, publish func() error) error {
+	err := f.Releases.Create(ctx, rel, uri, admit, func() error {
 		if err := publish(); err != nil {
 			return err
 		}

@@ -58,7 +58,7 @@ func TestReleases_haltResumeSameDevices(t *testing.T) {
 			set := map[string]bool{}
 			for i := range 10000 {
 				device := fmt.Sprint("device-", i)
-				got, _, err := releases.Check(ctx, "2999_01", device, "")
+				got, _, err := releases.Check(ctx, "2999_01", device, "", 0)
 				switch {
 				case err == nil && got.ID == rel.ID:
 					set[device] = true

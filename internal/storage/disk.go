@@ -150,6 +150,19 @@ func (d *Disk) noLinks(name string) error {
 	return nil
 }
 
+// OpenStaged opens a staged file for reading.
+func (d *Disk) OpenStaged(ctx context.Context, staged string) (io.ReadSeekCloser, error) {
+	name, err := d.stagedName(staged)
+	if err != nil {
+		return nil, err
+	}
+	f, err := d.root.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open staged: %w", err)
+	}
+	return f, nil
+}
+
 // Discard removes a staged file. A missing one is not an error.
 func (d *Disk) Discard(ctx context.Context, staged string) error {
 	name, err := d.stagedName(staged)

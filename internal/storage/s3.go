@@ -211,6 +211,20 @@ func (s *S3) Publish(ctx context.Context, staged, key string) error {
 	return nil
 }
 
+// OpenStaged opens a staged object for reading through ranged GETs, as
+// Open does.
+func (s *S3) OpenStaged(ctx context.Context, staged string) (io.ReadSeekCloser, error) {
+	name, err := s.stagedName(staged)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.client.StatObject(ctx, s.bucket, name, minio.StatObjectOptions{})
+	if err != nil {
+		return nil, s.unavailable("open staged", err)
+	}
+	return &objectReader{ctx: ctx, s: s, name: name, etag: info.ETag, size: info.Size}, nil
+}
+
 // Discard removes a staged object. A missing one is not an error.
 func (s *S3) Discard(ctx context.Context, staged string) error {
 	name, err := s.stagedName(staged)

@@ -68,10 +68,14 @@ build newer "$PKG" 20 24 34 ""
 sign newer "${A[@]}"
 build newest "$PKG" 30 24 34 ""
 sign newest "${A[@]}"
+build newest-arm64 "$PKG" 31 24 34 "" arm64-v8a
+sign newest-arm64 "${A[@]}"
 # Signed by signer-a, then rotated to signer-b (EC) with a v3 lineage.
 [ -f lineage-a-b.bin ] || apksigner rotate --out lineage-a-b.bin --old-signer "${A[@]}" --new-signer "${B[@]}"
 build rotated "$PKG" 40 24 34 ""
 sign rotated "${A[@]}" --next-signer "${B[@]}" --lineage lineage-a-b.bin
+build rotated50 "$PKG" 50 24 34 ""
+sign rotated50 "${A[@]}" --next-signer "${B[@]}" --lineage lineage-a-b.bin
 
 # Signatures that verify, broken upload rules.
 build othersigner "$PKG" 50 24 34 ""
@@ -95,4 +99,9 @@ cmp -s good.apk tampered.apk && { echo "tampering changed nothing"; exit 1; }
 # 20 kB of bytes that are not an APK, the same on every run.
 head -c 20480 /dev/zero | openssl enc -aes-128-ctr -nosalt -K 00 -iv 00 -pbkdf2 2>/dev/null > random.bin \
   || python3 -c 'import random,sys; r=random.Random(16); sys.stdout.buffer.write(bytes(r.getrandbits(8) for _ in range(20480)))' > random.bin
+# The Postman collection uploads these as wemesse.apk, one per version.
+for pair in 2264_00:good 2267_01:newer 2268_00:newest 2268_00-arm64:newest-arm64 2269_01:rotated 3000_01:rotated50; do
+  mkdir -p "../postman/${pair%%:*}"
+  cp "${pair#*:}.apk" "../postman/${pair%%:*}/wemesse.apk"
+done
 ls -l ./*.apk random.bin
