@@ -281,6 +281,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		TLSConfig:         serverTLS(),
 	}
+	// Metrics first: once the API answers, so do they.
+	if cfg.MetricsAddr != "" {
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, cfg.Pprof, a.metrics, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -295,14 +303,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 		}
 	}()
 	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLSCert != "")
-	if cfg.MetricsAddr != "" {
-		stopMetrics, err := serveMetrics(cfg.MetricsAddr, cfg.Pprof, a.metrics, log)
-		if err != nil {
-			srv.Close()
-			return err
-		}
-		defer stopMetrics()
-	}
 
 	select {
 	case err := <-errc:

@@ -173,10 +173,6 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 	// the refusal tells nothing either.
 	// Each run takes its share of the budget before it starts, so that
 	// concurrent checks cannot overrun it; a match gives it back.
-	if len(ids) == 0 && !s.hints.take(hint) {
-		s.cfg.Observer.Verification("hint_budget")
-		return model.Signature{}, errUnauthorized
-	}
 	deadline := time.Now().Add(s.cfg.Wait)
 	for _, id := range ids {
 		if !s.hints.take(hint) {
@@ -212,6 +208,11 @@ func (s *Signatures) authenticate(ctx context.Context, secret string, reread boo
 		}
 	}
 	if len(ids) == 0 {
+		// Charged once per check like a run, after any re-read.
+		if !s.hints.take(hint) {
+			s.cfg.Observer.Verification("hint_budget")
+			return model.Signature{}, errUnauthorized
+		}
 		s.pace(ctx)
 	}
 	return model.Signature{}, errUnauthorized
