@@ -39,6 +39,7 @@ const usage = `usage:
                                                DURATION as Go writes it (90m, 12h) or in days (30d)
   wemesse signature list                       list signatures (id, name, role, created, expires, last used)
   wemesse signature revoke ID                  delete a signature
+  wemesse audit [--after ID] [--limit N]       print the audit trail, oldest first
   wemesse answer-key create                    print a new Ed25519 key (PKCS#8 PEM) for signing update answers
   wemesse releases verify                      verify every stored build as an upload is; fill in what
                                                each declares (PackageName, ...); report failures, delete nothing
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, cfg, log, getenv)
 	case "signature":
 		return signatureCommand(model.WithActor(ctx, model.ActorCLI), cfg, log, args, stdout, getenv)
+	case "audit":
+		return auditCommand(ctx, cfg, log, args, stdout, getenv)
 	case "answer-key":
 		if len(args) != 1 || args[0] != "create" {
 			return errors.New("answer-key: want create\n" + usage)
@@ -97,6 +100,7 @@ type app struct {
 	users      *service.Users
 	userStore  *repository.Users
 	signatures *service.Signatures
+	audit      *service.Audit
 	stats      *service.Stats
 	history    *service.History
 	sessions   *service.Sessions
@@ -136,6 +140,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(
 	a.stats = service.NewStats(repository.NewReleases(db), users, cfg.DefaultABI, time.Now)
 	a.history = service.NewHistory(repository.NewHistory(db), repository.NewReleases(db),
 		service.HistoryConfig{DefaultABI: cfg.DefaultABI, Live: cfg.HistoryRefresh}, time.Now, log)
+	a.audit = service.NewAudit(repository.NewAudit(db))
 	a.signatures = service.NewSignatures(repository.NewSignatures(db), service.SignaturesConfig{
 		Params: argon2id.Params{
 			Memory: cfg.Argon2.Memory, Iterations: cfg.Argon2.Iterations, Parallelism: cfg.Argon2.Parallelism,
@@ -261,7 +266,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 
 	var inflight sync.WaitGroup
 	api := handler.NewServer(handler.Deps{
-		Releases: a.releases, Users: a.users, Signatures: a.signatures, Stats: a.stats, History: a.history, Sessions: a.sessions, SessionMax: cfg.SessionMax, Log: log, Metrics: a.metrics,
+		Releases: a.releases, Users: a.users, Signatures: a.signatures, Audit: a.audit, Stats: a.stats, History: a.history, Sessions: a.sessions, SessionMax: cfg.SessionMax, Log: log, Metrics: a.metrics,
 		PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes, UpdateMaxAge: cfg.UpdateMaxAge,
 		AnswerSigner: signer, AnswerKeys: keys,
 		AuthFailuresPerMinute: cfg.AuthFailuresPerMin, StallTimeout: cfg.StallTimeout, MinBodyRate: cfg.MinBodyRate, TrustedProxies: cfg.TrustedProxies,
@@ -459,6 +464,39 @@ func signatureCommand(ctx context.Context, cfg config.Config, log *slog.Logger, 
 		return nil
 	}
 	return fmt.Errorf("signature: unknown command %q", args[0])
+}
+
+// auditCommand runs `wemesse audit`: the trail as a table.
+func auditCommand(ctx context.Context, cfg config.Config, log *slog.Logger, args []string, stdout io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	after := fs.Int64("after", 0, "print entries after this id")
+	limit := fs.Int("limit", 0, "print at most this many entries; 0: all")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("audit: unexpected argument %q", fs.Arg(0))
+	}
+	a, err := open(ctx, cfg, log, getenv)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	entries, err := a.audit.List(ctx, model.Page{After: *after, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tAT\tACTOR\tACTION\tRELEASE\tDETAIL")
+	for _, e := range entries {
+		release := "-"
+		if e.ReleaseID != 0 {
+			release = strconv.FormatInt(e.ReleaseID, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.ID, formatTime(e.At), e.Actor, e.Action, release, e.Detail)
+	}
+	return tw.Flush()
 }
 
 // parseDays is time.ParseDuration that also takes a whole number of days

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +32,7 @@ func TestRun_signatureNamesAndExpiry(t *testing.T) {
 		if code, body := get(t, s, "/api/v1/stats", short); code != 200 {
 			t.Fatalf("the new secret, before it expires: %d %s", code, body)
 		}
+		uploadBuild(t, s, short, "2264_00", "build")
 		_, wrong := get(t, s, "/api/v1/stats", "not-a-secret")
 		deadline := time.Now().Add(30 * time.Second)
 		for {
@@ -81,6 +85,36 @@ func TestRun_signatureNamesAndExpiry(t *testing.T) {
 			if exp, err := time.Parse(time.RFC3339, f[4]); err != nil || exp.Sub(time.Now()) < 29*24*time.Hour {
 				t.Errorf("android-app expires %s, want in 30 days", f[4])
 			}
+		}
+		// The audit trail, through the CLI: the bootstrap by the server, the
+		// two creations by the CLI, the upload by ci-bot; nothing for the
+		// refused creations.
+		var audit bytes.Buffer
+		if err := run(context.Background(), []string{"audit"}, func(k string) string { return env[k] }, &audit, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		rows := strings.Split(strings.TrimSpace(audit.String()), "\n")
+		wantRows := [][]string{
+			{"ID", "AT", "ACTOR", "ACTION", "RELEASE", "DETAIL"},
+			{"1", "*", "system", "signature.create", "-", "admin", "#1"},
+			{"2", "*", "cli", "signature.create", "-", "admin", "ci-bot,", "expires"},
+			{"3", "*", "ci-bot", "release.upload", "1", "2264_00"},
+			{"4", "*", "cli", "signature.create", "-", "client", "android-app,", "expires"},
+		}
+		if len(rows) != len(wantRows) {
+			t.Fatalf("wemesse audit:\n%s", audit.String())
+		}
+		for i, w := range wantRows {
+			f := strings.Fields(rows[i])
+			for j, v := range w {
+				if j >= len(f) || (v != "*" && f[j] != v) {
+					t.Errorf("audit row %d = %q, want %v", i, rows[i], w)
+					break
+				}
+			}
+		}
+		if out, err := signature(t, env, "list"); err != nil || strings.Contains(audit.String(), "argon2") {
+			t.Errorf("list: %v; the audit shows a hash:\n%s%s", err, audit.String(), out)
 		}
 		if f := strings.Fields(lines[1]); len(f) == 6 && f[4] != "-" {
 			t.Errorf("the bootstrap row %q: want no expiry", lines[1])

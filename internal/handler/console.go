@@ -160,7 +160,10 @@ func (c *consoleDeps) requireSession(next http.Handler) http.Handler {
 			c.fail(w, r, err)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, sig)))
+		// The session's signature is also the actor of the changes the
+		// audit trail records.
+		ctx := model.WithActor(context.WithValue(r.Context(), actorKey{}, sig), sig.Label())
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

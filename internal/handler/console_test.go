@@ -1,6 +1,7 @@
 package handler_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -210,6 +211,22 @@ func TestConsole_pages(t *testing.T) {
 			wantPage(t, resp, body, http.StatusOK, "The secret is revoked.")
 			if strings.Contains(body, "Revoke secret 2") {
 				t.Errorf("the revoked secret is still listed")
+			}
+			// The audit trail names the session's signature (#1, unnamed)
+			// as the actor of every change made here.
+			_, auditBody := ts.do("GET", "/api/v1/audit?after=4", ts.admin, nil)
+			var rows []struct{ Actor, Action string }
+			if err := json.Unmarshal(auditBody, &rows); err != nil {
+				t.Fatal(err)
+			}
+			wantActions := []string{"release.edit", "release.edit", "release.yank", "release.purge", "signature.create", "signature.revoke"}
+			if len(rows) != len(wantActions) {
+				t.Fatalf("audit after the console's changes: %s, want %v", auditBody, wantActions)
+			}
+			for i, r := range rows {
+				if r.Actor != "#1" || r.Action != wantActions[i] {
+					t.Errorf("audit row %d = %+v, want #1 %s", i, r, wantActions[i])
+				}
 			}
 		})
 

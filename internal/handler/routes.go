@@ -35,6 +35,7 @@ func addRoutes(r chi.Router, d Deps) {
 		r.Post(apiPrefix+"/updates/{id}/promote", handleReleasePromote(d.Releases, d.PublicURL, d.Log))
 		r.Get(apiPrefix+"/users", handleUserList(d.Users, d.Log))
 		r.Get(apiPrefix+"/stats", handleStats(d.Stats, d.Log))
+		r.Get(apiPrefix+"/audit", handleAudit(d.Audit, d.Log))
 		r.Get(apiPrefix+"/stats/history", handleHistory(d.History, d.Releases, d.Log))
 	})
 }

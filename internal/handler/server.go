@@ -25,6 +25,7 @@ type Deps struct {
 	Releases   *service.Releases
 	Users      *service.Users
 	Signatures *service.Signatures
+	Audit      *service.Audit
 	Stats      *service.Stats
 	History    *service.History
 	Sessions   *service.Sessions // console logins

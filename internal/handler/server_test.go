@@ -115,6 +115,7 @@ func startTestServer(tb testing.TB, dsn string, verifyAPK bool, opts ...serverOp
 	deps.History = service.NewHistory(repository.NewHistory(db), repository.NewReleases(db), service.HistoryConfig{DefaultABI: "arm64"}, time.Now, log)
 	go deps.Releases.Run(ctx)
 	deps.Signatures = service.NewSignatures(repository.NewSignatures(db), sigCfg, log)
+	deps.Audit = service.NewAudit(repository.NewAudit(db))
 	deps.Sessions = service.NewSessions(repository.NewSessions(db), deps.Signatures, service.SessionsConfig{Idle: 30 * time.Minute, Max: 12 * time.Hour}, time.Now, log)
 	deps.SessionMax = 12 * time.Hour
 	ts := &testServer{tb: tb, db: db, dir: dir, sigs: deps.Signatures, admin: "admin-secret-for-tests", maxUpload: deps.MaxUploadBytes, releases: deps.Releases, clock: clock}

@@ -59,9 +59,9 @@ const uploadLock = 0x77656d66
 // and calls publish, which puts the release's file in place. If admit,
 // publish or the commit fails, no row remains. While publish runs, the
 // row's unique key is held, so no concurrent upload of the same version and
-// ABI gets that far. It returns admit's error, or Conflict when the version
-// and ABI already exist.
-func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, admit func(existing []model.Release) error, publish func() error) error {
+// ABI gets that far. It records c in the audit trail. It returns admit's
+// error, or Conflict when the version and ABI already exist.
+func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, admit func(existing []model.Release) error, publish func() error, c model.Change) error {
 	row := appRow{
 		TargetABI:   rel.TargetABI,
 		AppChecksum: rel.MD5,
@@ -107,6 +107,9 @@ func (r *Releases) Create(ctx context.Context, rel *model.Release, uri string, a
 		if err := announce(tx, TopicReleases); err != nil {
 			return err
 		}
+		if err := record(tx, c, row.ID, model.DescribeRelease(*rel)); err != nil {
+			return err
+		}
 		return publish()
 	})
 	if err != nil {
@@ -127,13 +130,17 @@ func (r *Releases) Get(ctx context.Context, id int64) (model.Release, error) {
 
 // Update applies the set fields of patch to release id at time now, in one
 // transaction, and returns the result (see model.ReleasePatch for what a
-// hand change of the rollout and a resume do to the schedule). NotFound
-// when absent.
-func (r *Releases) Update(ctx context.Context, id int64, patch model.ReleasePatch, now time.Time) (model.Release, error) {
+// hand change of the rollout and a resume do to the schedule), recording c
+// with what changed. NotFound when absent.
+func (r *Releases) Update(ctx context.Context, id int64, patch model.ReleasePatch, now time.Time, c model.Change) (model.Release, error) {
 	now = now.UTC()
 	var rel model.Release
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		row, err := lockRelease(tx, id)
+		if err != nil {
+			return err
+		}
+		before, err := readRelease(tx, id)
 		if err != nil {
 			return err
 		}
@@ -185,13 +192,17 @@ func (r *Releases) Update(ctx context.Context, id int64, patch model.ReleasePatc
 				return err
 			}
 		}
-		if len(fields) > 0 || patch.Schedule != nil {
-			if err := announce(tx, TopicReleases); err != nil {
-				return err
-			}
+		if len(fields) == 0 && patch.Schedule == nil {
+			rel = before
+			return nil
 		}
-		rel, err = readRelease(tx, id)
-		return err
+		if err := announce(tx, TopicReleases); err != nil {
+			return err
+		}
+		if rel, err = readRelease(tx, id); err != nil {
+			return err
+		}
+		return record(tx, c, id, model.DescribeEdit(before, rel))
 	})
 	if err != nil {
 		return model.Release{}, translate(err, fmt.Sprintf("release %d", id))
@@ -201,10 +212,10 @@ func (r *Releases) Update(ctx context.Context, id int64, patch model.ReleasePatc
 
 // ApplyDue applies, in time order, every pending schedule step whose time
 // has come at now, of releases that are not halted, and returns the steps
-// it applied. Each step is applied once across every server sharing the
+// it applied, recording each as c. Each step is applied once across every server sharing the
 // database: under the lock of its release's row, only the transaction that
 // turns the step from pending to applied sets the rollout.
-func (r *Releases) ApplyDue(ctx context.Context, now time.Time) ([]model.AppliedStep, error) {
+func (r *Releases) ApplyDue(ctx context.Context, now time.Time, c model.Change) ([]model.AppliedStep, error) {
 	now = now.UTC()
 	db := r.db.WithContext(ctx)
 	var pending []stepRow
@@ -231,6 +242,10 @@ func (r *Releases) ApplyDue(ctx context.Context, now time.Time) ([]model.Applied
 				return res.Error // another server applied it, or a hand change cancelled it
 			}
 			if err := tx.Model(&appRow{}).Where("id = ?", step.ReleaseID).Update("rollout", step.Rollout).Error; err != nil {
+				return err
+			}
+			detail := fmt.Sprintf("Rollout: %d → %d (the step due at %s)", row.Rollout, step.Rollout, step.At.UTC().Format(time.RFC3339))
+			if err := record(tx, c, step.ReleaseID, detail); err != nil {
 				return err
 			}
 			v, err := model.ParseVersion(row.AppVersion)
@@ -311,9 +326,9 @@ func replaceSteps(tx *gorm.DB, id int64, steps []model.Step) error {
 	return tx.Create(&rows).Error
 }
 
-// Delete removes release id, with its schedule, and returns what it was.
-// NotFound when absent.
-func (r *Releases) Delete(ctx context.Context, id int64) (model.Release, error) {
+// Delete removes release id, with its schedule, and returns what it was,
+// recording c. NotFound when absent.
+func (r *Releases) Delete(ctx context.Context, id int64, c model.Change) (model.Release, error) {
 	var rel model.Release
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var err error
@@ -324,6 +339,9 @@ func (r *Releases) Delete(ctx context.Context, id int64) (model.Release, error) 
 			return err
 		}
 		if err := tx.Where("release_id = ?", id).Delete(&stepRow{}).Error; err != nil {
+			return err
+		}
+		if err := record(tx, c, id, model.DescribeRelease(rel)); err != nil {
 			return err
 		}
 		return tx.Delete(&appRow{}, id).Error

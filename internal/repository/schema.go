@@ -145,7 +145,7 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 			if err := upgradeLegacy(tx); err != nil {
 				return fmt.Errorf("repository: migrate: upgrade legacy rows: %w", err)
 			}
-			if err := tx.AutoMigrate(&appRow{}, &signatureRow{}, &userRow{}, &releaseDayRow{}, &sessionRow{}, &stepRow{}); err != nil {
+			if err := tx.AutoMigrate(&appRow{}, &signatureRow{}, &userRow{}, &releaseDayRow{}, &sessionRow{}, &stepRow{}, &auditRow{}); err != nil {
 				return fmt.Errorf("repository: migrate: %w", err)
 			}
 			return backfill(tx)

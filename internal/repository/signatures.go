@@ -29,9 +29,9 @@ func (s *Signatures) List(ctx context.Context) ([]model.Signature, error) {
 	return out, nil
 }
 
-// Create stores sig's hash, hint, role, name and expiry as a new signature.
-// Conflict when its name is taken.
-func (s *Signatures) Create(ctx context.Context, sig model.Signature) (model.Signature, error) {
+// Create stores sig's hash, hint, role, name and expiry as a new signature,
+// recording c. Conflict when its name is taken.
+func (s *Signatures) Create(ctx context.Context, sig model.Signature, c model.Change) (model.Signature, error) {
 	row := signatureRow{Signature: sig.Hash, Hint: sig.Hint, Role: sig.Role}
 	if sig.Name != "" {
 		row.Name = &sig.Name
@@ -41,6 +41,9 @@ func (s *Signatures) Create(ctx context.Context, sig model.Signature) (model.Sig
 	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Create(&row).Error; err != nil {
+			return err
+		}
+		if err := record(tx, c, 0, model.DescribeSignature(toSignature(row))); err != nil {
 			return err
 		}
 		return announce(tx, TopicSignatures)
@@ -55,9 +58,9 @@ func (s *Signatures) Create(ctx context.Context, sig model.Signature) (model.Sig
 }
 
 // CreateIfEmpty stores the signature that make returns only when the table
-// holds none, atomically even with several servers starting at once.
-// created reports whether it stored one.
-func (s *Signatures) CreateIfEmpty(ctx context.Context, make func() (model.Signature, error)) (created bool, err error) {
+// holds none, atomically even with several servers starting at once, and
+// records c. created reports whether it stored one.
+func (s *Signatures) CreateIfEmpty(ctx context.Context, make func() (model.Signature, error), c model.Change) (created bool, err error) {
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if tx.Dialector.Name() == "postgres" {
 			if err := tx.Exec("LOCK TABLE middlewares IN SHARE ROW EXCLUSIVE MODE").Error; err != nil {
@@ -73,7 +76,11 @@ func (s *Signatures) CreateIfEmpty(ctx context.Context, make func() (model.Signa
 			return err
 		}
 		created = true
-		return tx.Create(&signatureRow{Signature: sig.Hash, Hint: sig.Hint, Role: sig.Role}).Error
+		row := signatureRow{Signature: sig.Hash, Hint: sig.Hint, Role: sig.Role}
+		if err := tx.Create(&row).Error; err != nil {
+			return err
+		}
+		return record(tx, c, 0, model.DescribeSignature(toSignature(row)))
 	})
 	if err != nil {
 		return false, translate(err, "bootstrap signature")
@@ -97,15 +104,25 @@ func (s *Signatures) Touch(ctx context.Context, id int64, t time.Time) error {
 	return translate(s.db.WithContext(ctx).Model(&signatureRow{}).Where("id = ?", id).Update("last_used_at", t).Error, "signature")
 }
 
-// Delete removes signature id. It returns NotFound when there is none.
-func (s *Signatures) Delete(ctx context.Context, id int64) error {
+// Delete removes signature id, recording c. It returns NotFound when there
+// is none.
+func (s *Signatures) Delete(ctx context.Context, id int64, c model.Change) error {
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var row signatureRow
+		if err := tx.Take(&row, id).Error; errors.Is(err, gorm.ErrRecordNotFound) {
+			return model.Errorf(model.NotFound, "Signature %d does not exist.", id)
+		} else if err != nil {
+			return err
+		}
 		res := tx.Delete(&signatureRow{}, id)
 		if res.Error != nil {
 			return res.Error
 		}
 		if res.RowsAffected == 0 {
 			return model.Errorf(model.NotFound, "Signature %d does not exist.", id)
+		}
+		if err := record(tx, c, 0, model.DescribeSignature(toSignature(row))); err != nil {
+			return err
 		}
 		return announce(tx, TopicSignatures)
 	})

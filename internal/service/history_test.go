@@ -42,7 +42,7 @@ func historyFixture(t *testing.T, dsn string) (*gorm.DB, *repository.Releases) {
 		{"2_0", "arm64", time.Date(2026, 3, 7, 18, 0, 0, 0, time.UTC)},
 	} {
 		rel := model.Release{Version: mustVersion(t, r.version), TargetABI: r.abi, Name: "a.apk", Rollout: 100, FilePath: r.version}
-		if err := releases.Create(ctx, &rel, "", nil, func() error { return nil }); err != nil {
+		if err := releases.Create(ctx, &rel, "", nil, func() error { return nil }, model.ChangeBy(ctx, model.ActionReleaseUpload)); err != nil {
 			t.Fatal(err)
 		}
 		if err := db.Exec("UPDATE apps SET created_at = ?, downloads = ? WHERE id = ?", r.created, rel.ID*7, rel.ID).Error; err != nil {

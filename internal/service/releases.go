@@ -31,19 +31,21 @@ type ReleaseStore interface {
 	// Create inserts rel, calling admit (when not nil) with every stored
 	// release, serialized with other Creates, and publish before the
 	// commit; admit's error, or Conflict when its version and ABI exist.
-	Create(ctx context.Context, rel *model.Release, uri string, admit func(existing []model.Release) error, publish func() error) error
+	// Create, Update, ApplyDue and Delete record their change c in the
+	// audit trail, in the same transaction.
+	Create(ctx context.Context, rel *model.Release, uri string, admit func(existing []model.Release) error, publish func() error, c model.Change) error
 	// SetBuild records what verification found in release id's build;
 	// NotFound when absent.
 	SetBuild(ctx context.Context, id int64, rel model.Release) error
 	// Update applies patch to release id at now, in one transaction;
 	// NotFound when absent.
-	Update(ctx context.Context, id int64, patch model.ReleasePatch, now time.Time) (model.Release, error)
+	Update(ctx context.Context, id int64, patch model.ReleasePatch, now time.Time, c model.Change) (model.Release, error)
 	// ApplyDue applies the schedule steps due at now of releases that are
 	// not halted, each once across every server sharing the store, and
 	// returns them.
-	ApplyDue(ctx context.Context, now time.Time) ([]model.AppliedStep, error)
+	ApplyDue(ctx context.Context, now time.Time, c model.Change) ([]model.AppliedStep, error)
 	// Delete removes release id and returns it; NotFound when absent.
-	Delete(ctx context.Context, id int64) (model.Release, error)
+	Delete(ctx context.Context, id int64, c model.Change) (model.Release, error)
 	// CountDownload counts a completed download of the file at key.
 	CountDownload(ctx context.Context, key string) error
 }
@@ -266,7 +268,7 @@ func (s *Releases) ApplyDue(ctx context.Context) error {
 	if !slices.ContainsFunc(snap.releases, func(r model.Release) bool { return r.Due(now) }) {
 		return nil
 	}
-	applied, err := s.store.ApplyDue(ctx, now)
+	applied, err := s.store.ApplyDue(ctx, now, model.ChangeBy(ctx, model.ActionReleaseStep))
 	for _, a := range applied {
 		s.log.Info("schedule step applied", "release", a.ReleaseID, "version", a.Version.String(), "at", a.At, "rollout", a.Rollout)
 	}
@@ -289,6 +291,25 @@ func (s *Releases) reload(ctx context.Context) {
 // schedule (see model.ReleasePatch). Invalid for bad values, NotFound when
 // absent.
 func (s *Releases) Edit(ctx context.Context, id int64, patch model.ReleasePatch) (model.Release, error) {
+	return s.edit(ctx, id, patch, editAction(patch))
+}
+
+// editAction is how the audit trail names an edit: a halt, a resume or a
+// new schedule, else an edit.
+func editAction(p model.ReleasePatch) string {
+	switch {
+	case p.Halted != nil && *p.Halted:
+		return model.ActionReleaseHalt
+	case p.Halted != nil:
+		return model.ActionReleaseResume
+	case p.Schedule != nil:
+		return model.ActionReleaseSchedule
+	}
+	return model.ActionReleaseEdit
+}
+
+// edit is Edit, recorded in the audit trail as action.
+func (s *Releases) edit(ctx context.Context, id int64, patch model.ReleasePatch, action string) (model.Release, error) {
 	now := s.now()
 	if err := patch.Validate(now); err != nil {
 		return model.Release{}, err
@@ -298,7 +319,7 @@ func (s *Releases) Edit(ctx context.Context, id int64, patch model.ReleasePatch)
 			return model.Release{}, err
 		}
 	}
-	rel, err := s.store.Update(ctx, id, patch, now)
+	rel, err := s.store.Update(ctx, id, patch, now, model.ChangeBy(ctx, action))
 	if err != nil {
 		return model.Release{}, err
 	}
@@ -311,7 +332,7 @@ func (s *Releases) Edit(ctx context.Context, id int64, patch model.ReleasePatch)
 // change of the rollout. Invalid for an unknown track or a bad rollout,
 // NotFound when absent.
 func (s *Releases) Promote(ctx context.Context, id int64, track string, rollout *int) (model.Release, error) {
-	return s.Edit(ctx, id, model.ReleasePatch{Track: &track, Rollout: rollout})
+	return s.edit(ctx, id, model.ReleasePatch{Track: &track, Rollout: rollout}, model.ActionReleasePromote)
 }
 
 // Yank stops offering release id; its file stays downloadable for clients
@@ -320,12 +341,12 @@ func (s *Releases) Promote(ctx context.Context, id int64, track string, rollout 
 func (s *Releases) Yank(ctx context.Context, id int64, purge bool) error {
 	if !purge {
 		yanked := true
-		_, err := s.Edit(ctx, id, model.ReleasePatch{Yanked: &yanked})
+		_, err := s.edit(ctx, id, model.ReleasePatch{Yanked: &yanked}, model.ActionReleaseYank)
 		return err
 	}
 	// The row goes first: a file without a row is harmless, a row without
 	// its file is not.
-	rel, err := s.store.Delete(ctx, id)
+	rel, err := s.store.Delete(ctx, id, model.ChangeBy(ctx, model.ActionReleasePurge))
 	if err != nil {
 		return err
 	}
@@ -510,7 +531,7 @@ func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, er
 		}
 		published = true
 		return nil
-	})
+	}, model.ChangeBy(ctx, model.ActionReleaseUpload))
 	if err != nil {
 		if published {
 			// The file is in place but the row did not commit.

@@ -31,13 +31,13 @@ type failingCommit struct{ *repository.Releases }
 
 var errCommit = errors.New("commit failed")
 
-func (f failingCommit) Create(ctx context.Context, rel *model.Release, uri string, admit func([]model.Release) error, publish func() error) error {
+func (f failingCommit) Create(ctx context.Context, rel *model.Release, uri string, admit func([]model.Release) error, publish func() error, c model.Change) error {
 	err := f.Releases.Create(ctx, rel, uri, admit, func() error {
 		if err := publish(); err != nil {
 			return err
 		}
 		return errCommit
-	})
+	}, c)
 	return err
 }
 

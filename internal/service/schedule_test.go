@@ -128,7 +128,7 @@ func TestReleases_ApplyDue_onceAcrossServers(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for range 3 {
-					got, err := stores[g%2].ApplyDue(ctx, due)
+					got, err := stores[g%2].ApplyDue(ctx, due, model.ChangeBy(ctx, model.ActionReleaseStep))
 					if err != nil {
 						t.Error(err)
 						return

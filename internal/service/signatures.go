@@ -25,16 +25,17 @@ type SignatureStore interface {
 	// List returns every signature ordered by id.
 	List(ctx context.Context) ([]model.Signature, error)
 	// Create stores a signature's hash, hint, role, name and expiry;
-	// Conflict when its name is taken.
-	Create(ctx context.Context, sig model.Signature) (model.Signature, error)
+	// Conflict when its name is taken. Create, CreateIfEmpty and Delete
+	// record their change in the audit trail in the same transaction.
+	Create(ctx context.Context, sig model.Signature, c model.Change) (model.Signature, error)
 	// CreateIfEmpty stores the signature make returns only when there is none.
-	CreateIfEmpty(ctx context.Context, make func() (model.Signature, error)) (bool, error)
+	CreateIfEmpty(ctx context.Context, make func() (model.Signature, error), c model.Change) (bool, error)
 	// Rehash replaces a signature's hash and hint.
 	Rehash(ctx context.Context, id int64, hash, hint string) error
 	// Touch records a signature's use; NotFound is not reported.
 	Touch(ctx context.Context, id int64, t time.Time) error
 	// Delete removes a signature; NotFound when absent.
-	Delete(ctx context.Context, id int64) error
+	Delete(ctx context.Context, id int64, c model.Change) error
 }
 
 // Argon2Limits bound the parameters of any hash the server will run, its
@@ -521,7 +522,7 @@ func (s *Signatures) CreateNamed(ctx context.Context, n NewSignature) (string, m
 	if err != nil {
 		return "", model.Signature{}, err
 	}
-	sig, err := s.store.Create(ctx, model.Signature{Hash: hash, Hint: model.HintOf(secret), Role: n.Role, Name: n.Name, ExpiresAt: n.ExpiresAt})
+	sig, err := s.store.Create(ctx, model.Signature{Hash: hash, Hint: model.HintOf(secret), Role: n.Role, Name: n.Name, ExpiresAt: n.ExpiresAt}, model.ChangeBy(ctx, model.ActionSignatureCreate))
 	if err != nil {
 		return "", model.Signature{}, err
 	}
@@ -542,7 +543,7 @@ func (s *Signatures) Bootstrap(ctx context.Context, secret string) (generated st
 	created, err := s.store.CreateIfEmpty(ctx, func() (model.Signature, error) {
 		hash, err := s.hash(secret)
 		return model.Signature{Hash: hash, Hint: model.HintOf(secret), Role: model.RoleAdmin}, err
-	})
+	}, model.ChangeBy(ctx, model.ActionSignatureCreate))
 	if err != nil || !created {
 		return "", err
 	}
@@ -587,7 +588,7 @@ func (s *Signatures) List(ctx context.Context) ([]model.Signature, error) {
 // Revoke deletes signature id; it stops authenticating on this server at
 // once and on others at their next refresh. NotFound when absent.
 func (s *Signatures) Revoke(ctx context.Context, id int64) error {
-	if err := s.store.Delete(ctx, id); err != nil {
+	if err := s.store.Delete(ctx, id, model.ChangeBy(ctx, model.ActionSignatureRevoke)); err != nil {
 		return err
 	}
 	return s.Load(ctx)

@@ -29,7 +29,7 @@ type memStore struct {
 
 func (m *memStore) List(context.Context) ([]model.Release, error) { return m.rels, nil }
 
-func (m *memStore) Create(ctx context.Context, rel *model.Release, uri string, admit func([]model.Release) error, publish func() error) error {
+func (m *memStore) Create(ctx context.Context, rel *model.Release, uri string, admit func([]model.Release) error, publish func() error, _ model.Change) error {
 	if admit != nil {
 		if err := admit(m.rels); err != nil {
 			return err
