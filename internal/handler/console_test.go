@@ -219,13 +219,16 @@ func TestConsole_pages(t *testing.T) {
 			if err := json.Unmarshal(auditBody, &rows); err != nil {
 				t.Fatal(err)
 			}
-			wantActions := []string{"release.edit", "release.edit", "release.yank", "release.purge", "signature.create", "signature.revoke"}
-			if len(rows) != len(wantActions) {
-				t.Fatalf("audit after the console's changes: %s, want %v", auditBody, wantActions)
+			seen := map[string]bool{}
+			for _, r := range rows {
+				seen[r.Action] = true
+				if r.Actor != "#1" {
+					t.Errorf("audit row %+v, want the actor #1", r)
+				}
 			}
-			for i, r := range rows {
-				if r.Actor != "#1" || r.Action != wantActions[i] {
-					t.Errorf("audit row %d = %+v, want #1 %s", i, r, wantActions[i])
+			for _, a := range []string{"release.edit", "release.halt", "release.resume", "release.promote", "release.schedule", "release.yank", "release.purge", "signature.create", "signature.revoke"} {
+				if !seen[a] {
+					t.Errorf("no %s in the audit after the console's changes: %s", a, auditBody)
 				}
 			}
 		})
