@@ -282,13 +282,15 @@ func noticeOf(r *http.Request) string { return notices[r.URL.Query().Get("done")
 // consolePages parses each page with the layout.
 func consolePages() map[string]*template.Template {
 	funcs := template.FuncMap{
-		"date":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
-		"unix":    func(s int64) string { return time.Unix(s, 0).UTC().Format("2006-01-02 15:04 UTC") },
-		"percent": percent,
-		"state":   releaseState,
-		"minute":  func(t time.Time) string { return t.UTC().Format(localMinute) },
-		"inc":     func(n int) int { return n + 1 },
-		"dec":     func(n int) int { return n - 1 },
+		"date":      formatDate,
+		"unix":      func(s int64) string { return formatDate(time.Unix(s, 0)) },
+		"thousands": thousands,
+		"symbol":    stateSymbol,
+		"percent":   percent,
+		"state":     releaseState,
+		"minute":    func(t time.Time) string { return t.UTC().Format(localMinute) },
+		"inc":       func(n int) int { return n + 1 },
+		"dec":       func(n int) int { return n - 1 },
 		"last": func(v []int64) int64 {
 			if len(v) == 0 {
 				return 0
@@ -298,13 +300,6 @@ func consolePages() map[string]*template.Template {
 		// chart gathers what the "chart" template draws.
 		"chart": func(id, label, data string, series []service.Series) chartView {
 			return chartView{ID: id, Label: label, Chart: data, Series: series}
-		},
-		"thousands": func(n int64) string {
-			s := []byte(itoa(n))
-			for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
-				s = append(s[:i], append([]byte{','}, s[i:]...)...)
-			}
-			return string(s)
 		},
 	}
 	layout := template.Must(template.New("layout").Funcs(funcs).ParseFS(consoleFiles, "console/templates/layout.html"))
@@ -321,6 +316,34 @@ func consolePages() map[string]*template.Template {
 		pages[name] = template.Must(template.Must(layout.Clone()).ParseFS(consoleFiles, n))
 	}
 	return pages
+}
+
+func formatDate(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
+
+// thousands writes n with commas between groups of three digits.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && c != '-' && (len(s)-i)%3 == 0 && s[i-1] != '-' {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// stateSymbol goes with a state's word in its badge, never instead of it.
+func stateSymbol(state string) string {
+	switch state {
+	case "yanked":
+		return "✕"
+	case "halted":
+		return "‖"
+	case "scheduled":
+		return "◔"
+	}
+	return "●"
 }
 
 // releaseState is a release's badge: yanked, halted, scheduled (a step
@@ -350,7 +373,5 @@ func percent(part, whole int64) string {
 		return "–"
 	}
 	tenths := (part*1000 + whole/2) / whole
-	return itoa(tenths/10) + "." + itoa(tenths%10) + " %"
+	return strconv.FormatInt(tenths/10, 10) + "." + strconv.FormatInt(tenths%10, 10) + " %"
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

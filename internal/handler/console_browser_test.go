@@ -73,8 +73,9 @@ func browserContext(t *testing.T) context.Context {
 
 // TestConsole_browser drives the console in a real browser on both
 // databases: log in, see the dashboard's chart drawn with the right
-// series, upload a real APK with the progress bar reaching 100 %, change a
-// rollout from the keyboard, halt and resume, and log out. It takes the README's
+// series, fit a phone's width, upload a real APK with the progress bar
+// reaching 100 %, change a rollout from the keyboard, halt and resume, and
+// log out. It takes the README's
 // screenshots on the way.
 func TestConsole_browser(t *testing.T) {
 	browser := browserContext(t)
@@ -121,6 +122,21 @@ func TestConsole_browser(t *testing.T) {
 			t.Errorf("chart series %q, want %q", labels, want)
 		}
 		screenshot(t, ctx, "dashboard")
+
+		// At a phone's width no page scrolls sideways: wide tables scroll
+		// inside their own box.
+		run("a phone's width", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+		for _, path := range []string{"/console/", "/console/releases", "/console/releases/2", "/console/upload", "/console/devices", "/console/secrets"} {
+			run("open "+path+" on a phone", chromedp.Navigate(ts.URL+path), chromedp.WaitVisible(chromedp.CSS("main h1")))
+			overflow, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.documentElement.scrollWidth - window.innerWidth`))
+			if err != nil {
+				t.Fatalf("measure %s: %v", path, err)
+			}
+			if overflow > 0 {
+				t.Errorf("%s is %v px wider than a 390 px phone screen", path, overflow)
+			}
+		}
+		run("a desk's width", chromedp.EmulateReset())
 
 		apk, err := filepath.Abs("../../testdata/apk/good.apk")
 		if err != nil {
