@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_, err = stdout.Write(key)
 		return err
 	case "releases":
-		return releasesCommand(ctx, cfg, log, args, stdout, stderr, getenv)
+		return releasesCommand(model.WithActor(ctx, model.ActorCLI), cfg, log, args, stdout, stderr, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil

@@ -99,5 +99,13 @@ func TestRun_releasesVerify(t *testing.T) {
 		if list[0]["PackageName"] != "org.wemesse.app" || list[0]["VersionCode"] != 10.0 || list[1]["PackageName"] != "" {
 			t.Errorf("after verify: %s", body)
 		}
+		// The CLI's change is in the audit trail; the failed build's is not.
+		code, body = get(t, s, "/api/v1/audit?after=3", secret)
+		var audit []map[string]any
+		if err := json.Unmarshal(body, &audit); code != http.StatusOK || err != nil || len(audit) != 1 ||
+			audit[0]["Actor"] != "cli" || audit[0]["Action"] != "release.verify" || audit[0]["ReleaseId"] != 1.0 ||
+			!strings.Contains(audit[0]["Detail"].(string), "org.wemesse.app versionCode 10") {
+			t.Errorf("audit after verify: %d %s, want one release.verify of release 1 by cli", code, body)
+		}
 	})
 }

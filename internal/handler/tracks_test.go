@@ -2,6 +2,7 @@ package handler_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -155,6 +156,16 @@ func TestUpdateCheck_tracks(t *testing.T) {
 			}
 			if rel := ts.release(ramp["Id"].(float64)); stepStates(rel) != "applied" || rel["Rollout"] != float64(100) {
 				t.Fatalf("the due step was not applied: %v", rel)
+			}
+			// The server applied the step: the audit trail's last row says so.
+			_, body := ts.do("GET", "/api/v1/audit", ts.admin, nil)
+			var audit []map[string]any
+			if err := json.Unmarshal(body, &audit); err != nil || len(audit) == 0 {
+				t.Fatalf("audit: %s", body)
+			}
+			if last := audit[len(audit)-1]; last["Actor"] != "system" || last["Action"] != "release.step" || last["ReleaseId"] != ramp["Id"] ||
+				!strings.Contains(last["Detail"].(string), "Rollout: 10 → 100") {
+				t.Errorf("the applied step's audit row: %v, want system's release.step, Rollout: 10 → 100", last)
 			}
 			run(t, []check{{"3002_00", "beta", "3004_01", true}, {"3002_00", "stable", "3000_01", true}})
 		})

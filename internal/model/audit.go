@@ -16,6 +16,7 @@ const (
 	ActionReleaseResume   = "release.resume"
 	ActionReleaseSchedule = "release.schedule" // a new rollout schedule
 	ActionReleaseStep     = "release.step"     // a schedule step applied by the server
+	ActionReleaseVerify   = "release.verify"   // a stored build verified again (wemesse releases verify)
 	ActionReleaseYank     = "release.yank"
 	ActionReleasePurge    = "release.purge"
 	ActionSignatureCreate = "signature.create"

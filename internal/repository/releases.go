@@ -414,16 +414,21 @@ func utc(t *time.Time) *time.Time {
 
 // SetBuild records what verification found in the stored build of release
 // id. NotFound when absent.
-func (r *Releases) SetBuild(ctx context.Context, id int64, rel model.Release) error {
-	res := r.db.WithContext(ctx).Model(&appRow{}).Where("id = ?", id).Updates(map[string]any{
-		"package_name": rel.PackageName, "version_code": rel.VersionCode, "version_name": rel.VersionName,
-		"min_sdk": rel.MinSdk, "target_sdk": rel.TargetSdk, "signer_sha256": rel.SignerSHA256,
+func (r *Releases) SetBuild(ctx context.Context, id int64, rel model.Release, c model.Change) error {
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Model(&appRow{}).Where("id = ?", id).Updates(map[string]any{
+			"package_name": rel.PackageName, "version_code": rel.VersionCode, "version_name": rel.VersionName,
+			"min_sdk": rel.MinSdk, "target_sdk": rel.TargetSdk, "signer_sha256": rel.SignerSHA256,
+		})
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return model.Errorf(model.NotFound, "Release %d does not exist.", id)
+		}
+		detail := fmt.Sprintf("verified build: %s versionCode %d (%s), minSdk %d, targetSdk %d, signer %s",
+			rel.PackageName, rel.VersionCode, rel.VersionName, rel.MinSdk, rel.TargetSdk, rel.SignerSHA256)
+		return record(tx, c, id, detail)
 	})
-	if res.Error != nil {
-		return translate(res.Error, fmt.Sprintf("release %d", id))
-	}
-	if res.RowsAffected == 0 {
-		return model.Errorf(model.NotFound, "Release %d does not exist.", id)
-	}
-	return nil
+	return translate(err, fmt.Sprintf("release %d", id))
 }

@@ -36,7 +36,7 @@ type ReleaseStore interface {
 	Create(ctx context.Context, rel *model.Release, uri string, admit func(existing []model.Release) error, publish func() error, c model.Change) error
 	// SetBuild records what verification found in release id's build;
 	// NotFound when absent.
-	SetBuild(ctx context.Context, id int64, rel model.Release) error
+	SetBuild(ctx context.Context, id int64, rel model.Release, c model.Change) error
 	// Update applies patch to release id at now, in one transaction;
 	// NotFound when absent.
 	Update(ctx context.Context, id int64, patch model.ReleasePatch, now time.Time, c model.Change) (model.Release, error)

@@ -106,7 +106,7 @@ func (s *Releases) VerifyStored(ctx context.Context, progress func(done, total i
 			continue
 		}
 		rel := withBuild(r, build)
-		if err := s.store.SetBuild(ctx, r.ID, rel); err != nil {
+		if err := s.store.SetBuild(ctx, r.ID, rel, model.ChangeBy(ctx, model.ActionReleaseVerify)); err != nil {
 			return failed, err
 		}
 		report(rel, nil)
