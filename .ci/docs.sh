@@ -2,7 +2,7 @@
 # Checks that the documentation stays a front door and a set of references:
 # README.md at most 200 lines with no line over 600 characters,
 # BENCHMARKS.md at most 250 lines, every relative link in a tracked
-# Markdown file pointing at a file that exists, and nothing in the
+# Markdown file and every file the README's tour uploads existing, and nothing in the
 # repository referring to files outside it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,11 @@ while IFS= read -r md; do
 		[[ -e "$dir/$target" ]] || bad "$md links to $target, which does not exist"
 	done < <(grep -o '](\([^)]*\))' "$md" | sed 's/^](//; s/)$//')
 done < <(git ls-files '*.md')
+
+# Files the README's commands upload (curl -F name=@path) exist.
+while IFS= read -r f; do
+	[[ -e $f ]] || bad "README.md uploads $f, which does not exist"
+done < <(grep -o '=@[^ ";]*' README.md | sed 's/^=@//')
 
 # Nothing may point outside the repository (a sibling checkout, the
 # contract or style guide kept elsewhere, this machine's paths).
