@@ -333,5 +333,19 @@ func TestNewAPK(t *testing.T) {
 		if err != nil || info.Package != "org.wemesse.app" || len(info.Schemes) != 1 || info.Schemes[0] != 2 {
 			t.Errorf("size %d: %+v, %v", size, info, err)
 		}
+		// The chunk digests computed while streaming stand for the chunks:
+		// right ones verify, and wrong ones fail, so they are used.
+		streamed := apk.NewChunks()
+		streamed.Write(b)
+		if _, err := apk.VerifyWith(bytes.NewReader(b), size, streamed); err != nil {
+			t.Errorf("size %d with streamed chunk digests: %v", size, err)
+		}
+		if size > 1<<20 {
+			wrong := apk.NewChunks()
+			wrong.Write(bytes.Repeat([]byte{1}, len(b)))
+			if _, err := apk.VerifyWith(bytes.NewReader(b), size, wrong); err == nil {
+				t.Errorf("size %d: wrong chunk digests verified", size)
+			}
+		}
 	}
 }

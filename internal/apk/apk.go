@@ -75,6 +75,13 @@ const (
 // content digest and signature. It returns *Error when Android would
 // refuse the file.
 func Verify(r io.ReaderAt, size int64) (Info, error) {
+	return VerifyWith(r, size, nil)
+}
+
+// VerifyWith is Verify for a file whose chunk digests were computed while
+// it streamed through known (nil: none), which must have seen every byte
+// of it: those chunks are not read again.
+func VerifyWith(r io.ReaderAt, size int64, known *Chunks) (Info, error) {
 	l, err := findLayout(r, size)
 	if err != nil {
 		return Info{}, err
@@ -101,7 +108,7 @@ func Verify(r io.ReaderAt, size int64) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	d := &digester{r: r, l: l, blockOffset: blockOffset}
+	d := &digester{r: r, l: l, blockOffset: blockOffset, known: known}
 	var v2, v3, v31 *schemeResult
 	if b, ok := blocks[idV2]; ok {
 		if v2, err = verifyV2(b, d); err != nil {

@@ -15,7 +15,9 @@ import (
 	"hash"
 	"io"
 	"math/big"
+	"runtime"
 	"sort"
+	"sync"
 )
 
 const (
@@ -432,6 +434,7 @@ type digester struct {
 	r           io.ReaderAt
 	l           layout
 	blockOffset int64
+	known       *Chunks // CHUNKED_SHA256 leaves computed while the file streamed; nil: none
 	done        map[int][]byte
 }
 
@@ -451,30 +454,124 @@ func (d *digester) digest(alg int) ([]byte, error) {
 	for _, s := range sections {
 		chunks += (s.Size() + chunkSize - 1) / chunkSize
 	}
+	var known [][]byte
+	if alg == 1 && d.known != nil {
+		known = d.known.sums
+	}
+	sums, err := chunkDigests(sections, int(chunks), newHash, known)
+	if err != nil {
+		return nil, err
+	}
 	top := newHash()
 	var head [5]byte
 	head[0] = 0x5a
 	binary.LittleEndian.PutUint32(head[1:], uint32(chunks))
 	top.Write(head[:])
-	chunk := make([]byte, chunkSize)
-	h := newHash()
-	for _, s := range sections {
-		for off := int64(0); off < s.Size(); off += chunkSize {
-			n := min(chunkSize, s.Size()-off)
-			if _, err := s.ReadAt(chunk[:n], off); err != nil {
-				return nil, ioErr(err)
-			}
-			h.Reset()
-			head[0] = 0xa5
-			binary.LittleEndian.PutUint32(head[1:], uint32(n))
-			h.Write(head[:])
-			h.Write(chunk[:n])
-			top.Write(h.Sum(nil))
-		}
+	for _, sum := range sums {
+		top.Write(sum)
 	}
 	if d.done == nil {
 		d.done = map[int][]byte{}
 	}
 	d.done[alg] = top.Sum(nil)
 	return d.done[alg], nil
+}
+
+// chunkDigests hashes every chunk of the sections, but for the full chunks
+// of the first section (which starts at the file's first byte) whose digest
+// is known: one goroutine reads them in order (object storage serves
+// sequential reads best) into a few chunk buffers, and one worker per CPU
+// hashes them.
+func chunkDigests(sections []*io.SectionReader, chunks int, newHash func() hash.Hash, known [][]byte) ([][]byte, error) {
+	workers := runtime.GOMAXPROCS(0)
+	type job struct {
+		i int
+		b []byte
+	}
+	free := make(chan []byte, workers+1)
+	for range workers + 1 {
+		free <- make([]byte, chunkSize)
+	}
+	jobs := make(chan job)
+	sums := make([][]byte, chunks)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			h := newHash()
+			var head [5]byte
+			head[0] = 0xa5
+			for j := range jobs {
+				h.Reset()
+				binary.LittleEndian.PutUint32(head[1:], uint32(len(j.b)))
+				h.Write(head[:])
+				h.Write(j.b)
+				sums[j.i] = h.Sum(nil)
+				free <- j.b[:chunkSize]
+			}
+		})
+	}
+	var err error
+	i := 0
+read:
+	for n, s := range sections {
+		for off := int64(0); off < s.Size(); off += chunkSize {
+			if n == 0 && i < len(known) && off+chunkSize <= s.Size() {
+				sums[i] = known[i]
+				i++
+				continue
+			}
+			b := (<-free)[:min(chunkSize, s.Size()-off)]
+			if _, err = s.ReadAt(b, off); err != nil {
+				err = ioErr(err)
+				break read
+			}
+			jobs <- job{i, b}
+			i++
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	return sums, err
+}
+
+// Chunks computes, while a file streams through Write, the SHA-256 digests
+// APK Signature Schemes v2 and later take of its 1 MiB chunks from its
+// first byte (CHUNKED_SHA256), so that VerifyWith need not read those
+// chunks again. It holds 32 bytes per MiB.
+type Chunks struct {
+	h    hash.Hash
+	fill int      // bytes of the current chunk written
+	sums [][]byte // digests of the full chunks, in order
+}
+
+// NewChunks returns an empty Chunks.
+func NewChunks() *Chunks {
+	c := &Chunks{h: sha256.New()}
+	c.start()
+	return c
+}
+
+func (c *Chunks) start() {
+	var head [5]byte
+	head[0] = 0xa5
+	binary.LittleEndian.PutUint32(head[1:], chunkSize)
+	c.h.Reset()
+	c.h.Write(head[:])
+}
+
+// Write implements io.Writer; it never fails.
+func (c *Chunks) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), chunkSize-c.fill)
+		c.h.Write(p[:k])
+		c.fill += k
+		p = p[k:]
+		if c.fill == chunkSize {
+			c.sums = append(c.sums, c.h.Sum(nil))
+			c.fill = 0
+			c.start()
+		}
+	}
+	return n, nil
 }

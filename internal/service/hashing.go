@@ -33,9 +33,10 @@ func (c *chunk) release() {
 }
 
 // hashingReader reads r in chunks and computes the MD5 and the SHA-256 of
-// every byte read, each in a goroutine of its own, so that the two hashes
-// and the reader's consumer (the write to storage) run side by side
-// instead of one after the other. Close must be called once done with it.
+// every byte read, and writes them to any extra writers, each in a
+// goroutine of its own, so that the hashes and the reader's consumer (the
+// write to storage) run side by side instead of one after the other. Close
+// must be called once done with it.
 type hashingReader struct {
 	r       io.Reader
 	md5     hash.Hash
@@ -51,9 +52,9 @@ type hashingReader struct {
 	closed  bool
 }
 
-func newHashingReader(r io.Reader) *hashingReader {
+func newHashingReader(r io.Reader, extra ...io.Writer) *hashingReader {
 	h := &hashingReader{r: r, md5: md5.New(), sha256: sha256.New(), free: make(chan *chunk, hashChunks)}
-	for _, hh := range []hash.Hash{h.md5, h.sha256} {
+	for _, hh := range append([]io.Writer{h.md5, h.sha256}, extra...) {
 		in := make(chan *chunk, hashChunks)
 		h.hashers = append(h.hashers, in)
 		h.wg.Go(func() {

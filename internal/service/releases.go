@@ -21,6 +21,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/wemesse/server/internal/apk"
 	"github.com/wemesse/server/internal/model"
 )
 
@@ -450,6 +451,7 @@ type upload struct {
 	size        int64
 	md5         string
 	sha256      string
+	chunks      *apk.Chunks // the APK chunk digests, computed while staging when verifying
 	seen        map[string]bool
 }
 
@@ -486,7 +488,7 @@ func (s *Releases) Upload(ctx context.Context, form Form) (rel model.Release, er
 	var build model.Build
 	var admit func([]model.Release) error
 	if s.verifyAPK {
-		if build, err = s.verifyBuild(ctx, u.staged, u.size, u.abi); err != nil {
+		if build, err = s.verifyBuild(ctx, u.staged, u.size, u.chunks, u.abi); err != nil {
 			return model.Release{}, err
 		}
 		u.abi = cmp.Or(u.abi, build.ABI())
@@ -619,9 +621,16 @@ func (s *Releases) readForm(ctx context.Context, form Form, u *upload) error {
 	}
 }
 
-// stage streams the file part to staging, hashing it on the way.
+// stage streams the file part to staging, hashing it on the way: MD5,
+// SHA-256 and, when uploads are verified, the APK chunk digests, so that
+// verification need not read the whole file again.
 func (s *Releases) stage(ctx context.Context, p Part, u *upload) error {
-	body := newHashingReader(&limitedReader{r: p.Body, limit: s.maxUpload})
+	var extra []io.Writer
+	if s.verifyAPK {
+		u.chunks = apk.NewChunks()
+		extra = append(extra, u.chunks)
+	}
+	body := newHashingReader(&limitedReader{r: p.Body, limit: s.maxUpload}, extra...)
 	defer body.Close()
 	staged, size, err := s.files.Stage(ctx, body)
 	s.observer.UploadBytes(size)

@@ -14,14 +14,15 @@ import (
 // it, and the rules that need no other release: it is an APK whose
 // signatures verify for its SDK range, not debuggable or testOnly, and its
 // native libraries agree with the form's targetABI (abi, possibly empty).
-// Unprocessable for a broken rule.
-func (s *Releases) verifyBuild(ctx context.Context, staged string, size int64, abi string) (model.Build, error) {
+// chunks holds the digests of the file's chunks computed while it was
+// staged. Unprocessable for a broken rule.
+func (s *Releases) verifyBuild(ctx context.Context, staged string, size int64, chunks *apk.Chunks, abi string) (model.Build, error) {
 	f, err := s.files.OpenStaged(ctx, staged)
 	if err != nil {
 		return model.Build{}, err
 	}
 	defer f.Close()
-	build, err := verifyAPK(f, size)
+	build, err := verifyAPK(f, size, chunks)
 	if err != nil {
 		return model.Build{}, err
 	}
@@ -31,14 +32,15 @@ func (s *Releases) verifyBuild(ctx context.Context, staged string, size int64, a
 	return build, build.CheckABI(abi)
 }
 
-// verifyAPK verifies the APK in f, of size bytes. Unprocessable when
-// Android would not install it.
-func verifyAPK(f io.ReadSeeker, size int64) (model.Build, error) {
+// verifyAPK verifies the APK in f, of size bytes, whose chunk digests are
+// known when chunks is not nil. Unprocessable when Android would not
+// install it.
+func verifyAPK(f io.ReadSeeker, size int64, chunks *apk.Chunks) (model.Build, error) {
 	ra, ok := f.(io.ReaderAt)
 	if !ok {
 		ra = &seekReaderAt{r: f}
 	}
-	info, err := apk.Verify(ra, size)
+	info, err := apk.VerifyWith(ra, size, chunks)
 	var verdict *apk.Error
 	if errors.As(err, &verdict) {
 		return model.Build{}, model.Errorf(model.Unprocessable, "The file is not an APK that Android would install: %s.", verdict.Reason)
@@ -121,7 +123,7 @@ func (s *Releases) verifyStoredBuild(ctx context.Context, r model.Release, read 
 		return model.Build{}, err
 	}
 	defer f.Close()
-	return verifyAPK(&countingReader{r: f, read: read}, info.Size())
+	return verifyAPK(&countingReader{r: f, read: read}, info.Size(), nil)
 }
 
 // countingReader reports the bytes read through it.
