@@ -83,6 +83,7 @@ func addConsole(r chi.Router, d Deps, auth *authenticator) {
 			r.Get("/secrets", c.secrets)
 			r.Post("/secrets", c.secretCreate)
 			r.Post("/secrets/{id}/revoke", c.secretRevoke)
+			r.Get("/audit", c.audit)
 		})
 	})
 }

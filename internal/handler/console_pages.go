@@ -77,6 +77,7 @@ type releaseLine struct {
 	ID                                        int64
 	Version, ABI, Track, State                string
 	Devices, Share, Downloads, Size, Uploaded string
+	APK, UploadedBy                           string
 	Rollout                                   int
 	Mandatory                                 bool
 }
@@ -88,8 +89,34 @@ func (a adoption) line(rel model.Release) releaseLine {
 	return releaseLine{
 		ID: rel.ID, Version: rel.Version.String(), ABI: abi, Track: rel.Track, State: releaseState(rel),
 		Devices: thousands(row.Devices), Share: row.Share, Downloads: thousands(rel.Downloads), Size: rel.SizeText,
-		Uploaded: formatDate(rel.CreatedAt), Rollout: rel.Rollout, Mandatory: !rel.Skipped,
+		Uploaded: formatDate(rel.CreatedAt), APK: apkFacts(rel), Rollout: rel.Rollout, Mandatory: !rel.Skipped,
 	}
+}
+
+// apkFacts sums up what a release's APK declares: "com.wemesse 1.0.3
+// (code 3), SDK 21–34"; empty when it was not verified.
+func apkFacts(rel model.Release) string {
+	if rel.PackageName == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s %s (code %d), SDK %d–%d", rel.PackageName, rel.VersionName, rel.VersionCode, rel.MinSdk, rel.TargetSdk)
+}
+
+// uploaders fills in who uploaded each line's release, from the audit
+// trail: one query for the page.
+func (c *consoleDeps) uploaders(r *http.Request, lines []releaseLine) error {
+	ids := make([]int64, len(lines))
+	for i, l := range lines {
+		ids[i] = l.ID
+	}
+	by, err := c.Audit.Uploaders(r.Context(), ids)
+	if err != nil {
+		return err
+	}
+	for i := range lines {
+		lines[i].UploadedBy = by[lines[i].ID]
+	}
+	return nil
 }
 
 // chartJSON is what console.js draws: days as Unix seconds, one series
@@ -174,11 +201,16 @@ func (c *consoleDeps) releaseList(w http.ResponseWriter, r *http.Request) {
 	for i := len(a.releases) - 1 - (p-1)*releasesPerPage; i >= 0 && len(rows) < releasesPerPage; i-- {
 		rows = append(rows, a.line(a.releases[i]))
 	}
+	if err := c.uploaders(r, rows); err != nil {
+		c.fail(w, r, err)
+		return
+	}
 	c.render(w, r, http.StatusOK, "releases", "Releases", releasesData{Rows: rows, Page: p, Last: last})
 }
 
 type releaseData struct {
 	releaseRow
+	Line        releaseLine // the release as the releases table shows it
 	Chart       string
 	Series      []service.Series
 	Tracks      model.Tracks
@@ -221,7 +253,12 @@ func (c *consoleDeps) showRelease(w http.ResponseWriter, r *http.Request, status
 		c.fail(w, r, err)
 		return
 	}
-	d := releaseData{releaseRow: a.row(a.releases[i]), Chart: toChartJSON(chart), Series: chart.Series, Tracks: c.Releases.Tracks()}
+	line := []releaseLine{a.line(a.releases[i])}
+	if err := c.uploaders(r, line); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	d := releaseData{releaseRow: a.row(a.releases[i]), Line: line[0], Chart: toChartJSON(chart), Series: chart.Series, Tracks: c.Releases.Tracks()}
 	if at := d.Release.MandatoryAt; at != nil {
 		d.MandatoryAt = at.UTC().Format(localMinute)
 	}
@@ -515,4 +552,41 @@ func (c *consoleDeps) secretRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, consolePrefix+"/secrets?done=revoke", http.StatusSeeOther)
+}
+
+// auditPerPage is how many entries the audit screen shows at once.
+const auditPerPage = 50
+
+type auditData struct {
+	Filter  model.AuditFilter
+	Actions []string
+	Entries []model.AuditEntry
+	Next    int64 // the before= of the next page; 0 when this is the last
+}
+
+// audit shows the trail, newest first, filtered by actor, action and
+// release.
+func (c *consoleDeps) audit(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := model.AuditFilter{Actor: strings.TrimSpace(q.Get("actor")), Action: q.Get("action"), Limit: auditPerPage}
+	for name, dst := range map[string]*int64{"release": &f.ReleaseID, "before": &f.Before} {
+		if v := strings.TrimSpace(q.Get(name)); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				c.fail(w, r, model.Errorf(model.Invalid, "%s must be an id.", name))
+				return
+			}
+			*dst = n
+		}
+	}
+	entries, err := c.Audit.Search(r.Context(), f)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	d := auditData{Filter: f, Entries: entries, Actions: model.AuditActions}
+	if len(entries) == auditPerPage {
+		d.Next = entries[len(entries)-1].ID
+	}
+	c.render(w, r, http.StatusOK, "audit", "Audit trail", d)
 }

@@ -231,6 +231,26 @@ func TestConsole_pages(t *testing.T) {
 					t.Errorf("no %s in the audit after the console's changes: %s", a, auditBody)
 				}
 			}
+
+			// The audit screen shows the same trail, newest first, filtered.
+			resp, body = b.do("GET", "/console/audit", nil)
+			wantPage(t, resp, body, http.StatusOK, "Audit trail", "signature.revoke", "release.halt", "#1", `href="/console/releases/2"`)
+			_, table, _ := strings.Cut(body, "<caption>") // past the filter's list of actions
+			if strings.Index(table, "signature.revoke") > strings.Index(table, "release.halt") {
+				t.Errorf("the audit screen is not newest first")
+			}
+			resp, body = b.do("GET", "/console/audit?action=release.halt&release=2", nil)
+			wantPage(t, resp, body, http.StatusOK, "release.halt", "Halted: false → true")
+			if _, table, _ := strings.Cut(body, "<caption>"); strings.Contains(table, "release.resume") || strings.Contains(table, "signature.revoke") {
+				t.Errorf("the filtered audit screen shows other actions")
+			}
+			resp, body = b.do("GET", "/console/audit?actor=nobody", nil)
+			wantPage(t, resp, body, http.StatusOK, "No change matches.")
+			resp, body = b.do("GET", "/console/audit?release=x", nil)
+			wantPage(t, resp, body, http.StatusBadRequest, "release must be an id.")
+			// Who uploaded each release, from the trail.
+			resp, body = b.do("GET", "/console/releases", nil)
+			wantPage(t, resp, body, http.StatusOK, " by #1")
 		})
 
 		t.Run("upload", func(t *testing.T) {

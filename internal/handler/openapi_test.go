@@ -295,6 +295,8 @@ func TestOpenAPI_Responses(t *testing.T) {
 			{name: "console devices", method: "GET", path: "/console/devices?q=OnePlus", want: 200},
 			{name: "console devices, bad after", method: "GET", path: "/console/devices?after=x", want: 400, breaks: "after is an integer"},
 			{name: "console secrets", method: "GET", path: "/console/secrets", want: 200},
+			{name: "console audit", method: "GET", path: "/console/audit?action=release.edit&release=2", want: 200},
+			{name: "console audit, bad release", method: "GET", path: "/console/audit?release=x", want: 400},
 			{name: "console new secret", method: "POST", path: "/console/secrets", body: formOf("role", "client", "name", "contract", "expires", "30"), ctype: fm, want: 201},
 			{name: "console new secret, name taken", method: "POST", path: "/console/secrets", body: formOf("role", "client", "name", "contract"), ctype: fm, want: 409},
 			{name: "console new secret, bad role", method: "POST", path: "/console/secrets", body: formOf("role", "root"), ctype: fm, want: 400, breaks: "role enum"},

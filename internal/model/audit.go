@@ -23,6 +23,13 @@ const (
 	ActionSignatureRevoke = "signature.revoke"
 )
 
+// AuditActions lists every action, for filters.
+var AuditActions = []string{
+	ActionReleaseUpload, ActionReleaseEdit, ActionReleasePromote, ActionReleaseHalt, ActionReleaseResume,
+	ActionReleaseSchedule, ActionReleaseStep, ActionReleaseYank, ActionReleasePurge, ActionSignatureCreate,
+	ActionSignatureRevoke,
+}
+
 // Change is who makes a change and which action it is. A store that writes
 // a change records it in the audit trail, in the same transaction, with
 // what changed.
@@ -44,6 +51,28 @@ type AuditEntry struct {
 	Action    string
 	ReleaseID int64 // 0 when the change concerns no release
 	Detail    string
+}
+
+// AuditFilter selects entries of the audit trail, newest first: those
+// with id below Before (0: from the newest), by Actor, Action and ReleaseID
+// when set, at most Limit.
+type AuditFilter struct {
+	Actor     string
+	Action    string
+	ReleaseID int64
+	Before    int64
+	Limit     int
+}
+
+// Validate checks the filter's bounds.
+func (f AuditFilter) Validate() error {
+	if f.Before < 0 || f.ReleaseID < 0 || f.Limit < 1 || f.Limit > MaxPageLimit {
+		return Errorf(Invalid, "before and release must be non-negative ids and limit an integer from 1 to %d.", MaxPageLimit)
+	}
+	if len(f.Actor) > MaxTextLen || len(f.Action) > MaxTextLen {
+		return Errorf(Invalid, "actor and action must be at most %d characters.", MaxTextLen)
+	}
+	return nil
 }
 
 // DescribeRelease says what a release is, for the audit trail.

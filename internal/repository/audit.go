@@ -49,6 +49,53 @@ func (a *Audit) List(ctx context.Context, page model.Page) ([]model.AuditEntry, 
 	if err := q.Find(&rows).Error; err != nil {
 		return nil, translate(err, "audit trail")
 	}
+	return toAuditEntries(rows), nil
+}
+
+// Search returns the rows f selects, newest first.
+func (a *Audit) Search(ctx context.Context, f model.AuditFilter) ([]model.AuditEntry, error) {
+	q := a.db.WithContext(ctx).Order("id DESC").Limit(f.Limit)
+	if f.Before > 0 {
+		q = q.Where("id < ?", f.Before)
+	}
+	if f.Actor != "" {
+		q = q.Where("actor = ?", f.Actor)
+	}
+	if f.Action != "" {
+		q = q.Where("action = ?", f.Action)
+	}
+	if f.ReleaseID != 0 {
+		q = q.Where("release_id = ?", f.ReleaseID)
+	}
+	var rows []auditRow
+	if err := q.Find(&rows).Error; err != nil {
+		return nil, translate(err, "audit trail")
+	}
+	return toAuditEntries(rows), nil
+}
+
+// Uploaders returns who uploaded each of the releases ids that the trail
+// knows the upload of.
+func (a *Audit) Uploaders(ctx context.Context, ids []int64) (map[int64]string, error) {
+	out := make(map[int64]string, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var rows []auditRow
+	err := a.db.WithContext(ctx).Select("release_id, actor").
+		Where("action = ? AND release_id IN ?", model.ActionReleaseUpload, ids).Find(&rows).Error
+	if err != nil {
+		return nil, translate(err, "audit trail")
+	}
+	for _, r := range rows {
+		if r.ReleaseID != nil {
+			out[*r.ReleaseID] = r.Actor
+		}
+	}
+	return out, nil
+}
+
+func toAuditEntries(rows []auditRow) []model.AuditEntry {
 	out := make([]model.AuditEntry, len(rows))
 	for i, r := range rows {
 		out[i] = model.AuditEntry{ID: r.ID, At: r.At, Actor: r.Actor, Action: r.Action, Detail: r.Detail}
@@ -56,5 +103,5 @@ func (a *Audit) List(ctx context.Context, page model.Page) ([]model.AuditEntry, 
 			out[i].ReleaseID = *r.ReleaseID
 		}
 	}
-	return out, nil
+	return out
 }
