@@ -26,7 +26,7 @@ const (
 // AuditActions lists every action, for filters.
 var AuditActions = []string{
 	ActionReleaseUpload, ActionReleaseEdit, ActionReleasePromote, ActionReleaseHalt, ActionReleaseResume,
-	ActionReleaseSchedule, ActionReleaseStep, ActionReleaseYank, ActionReleasePurge, ActionSignatureCreate,
+	ActionReleaseSchedule, ActionReleaseStep, ActionReleaseVerify, ActionReleaseYank, ActionReleasePurge, ActionSignatureCreate,
 	ActionSignatureRevoke,
 }
 
