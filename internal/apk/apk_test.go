@@ -43,6 +43,7 @@ func TestVerify_fixtures(t *testing.T) {
 	}{
 		{file: "good.apk", ok: true},
 		{file: "v1only.apk", ok: true},
+		{file: "jarsigner.apk", ok: true},
 		{file: "arm64.apk", ok: true},
 		{file: "multiabi.apk", ok: true},
 		{file: "newer.apk", ok: true},

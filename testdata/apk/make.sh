@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes the APK fixtures in this folder with Debian's aapt, zipalign, apksigner,
 # keytool and android-framework-res:
-#   apt-get install -y aapt zipalign apksigner android-framework-res default-jdk-headless
+#   apt-get install -y aapt zipalign apksigner android-framework-res default-jdk-headless zip
 # The keystores (test keys, password "wemesse") are kept so that a re-run signs
 # with the same certificates; delete them to make new ones. The APKs are
 # committed, so the tests need none of these tools.
@@ -56,6 +56,7 @@ B=(--ks signer-b.jks --ks-pass pass:wemesse --ks-key-alias signer-b)
 C=(--ks signer-c.jks --ks-pass pass:wemesse --ks-key-alias signer-c)
 
 # Accepted by apksigner and by the upload rules (in this order of upload).
+# (jarsigner.apk, signed by the JDK's jarsigner, has PKCS#7 signed attributes.)
 build good "$PKG" 10 24 34 ""
 sign good "${A[@]}" --v1-signing-enabled false --v2-signing-enabled true --v3-signing-enabled true
 build v1only "$PKG" 11 21 29 ""
@@ -70,6 +71,10 @@ build newest "$PKG" 30 24 34 ""
 sign newest "${A[@]}"
 build newest-arm64 "$PKG" 31 24 34 "" arm64-v8a
 sign newest-arm64 "${A[@]}"
+cp v1only.apk "$work/jar.apk"
+(cd "$work" && zip -q -d jar.apk 'META-INF/*')
+jarsigner -keystore signer-a.jks -storepass wemesse -sigalg SHA256withRSA -digestalg SHA-256 \
+  -signedjar jarsigner.apk "$work/jar.apk" signer-a >/dev/null
 # Signed by signer-a, then rotated to signer-b (EC) with a v3 lineage.
 [ -f lineage-a-b.bin ] || apksigner rotate --out lineage-a-b.bin --old-signer "${A[@]}" --new-signer "${B[@]}"
 build rotated "$PKG" 40 24 34 ""
