@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -330,35 +331,6 @@ type fuzzApp struct {
 	Skipped     bool   `gorm:"column:skipped"`
 }
 
-// fuzzRelease is the release JSON.
-type fuzzRelease struct {
-	ID        int64  `json:"Id"`
-	Checksum  string `json:"Checksum"`
-	Name      string `json:"Name"`
-	Message   string `json:"Message"`
-	Size      string `json:"Size"`
-	Version   string `json:"Version"`
-	Skipped   bool   `json:"Skipped"`
-	Uploads   int64  `json:"Uploads"`
-	URI       string `json:"URI"`
-	SHA256    string `json:"SHA256"`
-	TargetABI string `json:"TargetABI"`
-	Rollout   int    `json:"Rollout"`
-	Yanked    bool   `json:"Yanked"`
-	Downloads int64  `json:"Downloads"`
-
-	Track        string      `json:"Track"`
-	Halted       bool        `json:"Halted"`
-	MandatoryAt  *string     `json:"MandatoryAt"`
-	Schedule     [0]struct{} `json:"Schedule"` // empty after an upload; an array keeps the struct comparable
-	PackageName  string      `json:"PackageName"`
-	VersionCode  int64       `json:"VersionCode"`
-	VersionName  string      `json:"VersionName"`
-	MinSdk       int         `json:"MinSdk"`
-	TargetSdk    int         `json:"TargetSdk"`
-	SignerSHA256 string      `json:"SignerSHA256"`
-}
-
 // uploadFuzz is a server for the upload targets, with a small upload
 // limit so memory stays bounded.
 type uploadFuzz struct {
@@ -622,7 +594,7 @@ func (u *uploadFuzz) checkCreated(t *testing.T, rec *httptest.ResponseRecorder, 
 		t.Fatalf("201 but rows went from %d to %d", len(before.rows), len(after.rows))
 	}
 	row := after.rows[len(after.rows)-1]
-	var rel fuzzRelease
+	var rel handler.ReleaseResponse
 	decodeStrict(t, rec.Body.Bytes(), &rel, releaseKeys)
 
 	version, abi := strings.TrimSpace(want.version), strings.TrimSpace(want.abi)
@@ -642,12 +614,12 @@ func (u *uploadFuzz) checkCreated(t *testing.T, rec *httptest.ResponseRecorder, 
 	if row != wantRow {
 		t.Fatalf("stored row\n %+v\nwant\n %+v", row, wantRow)
 	}
-	wantRel := fuzzRelease{
+	wantRel := handler.ReleaseResponse{
 		ID: row.ID, Checksum: wantRow.AppChecksum, Name: name, Message: want.notes, Size: model.FormatSize(int64(len(want.content))),
 		Version: version, Skipped: wantRow.Skipped, URI: escapedURL(publicURL, key), SHA256: wantRow.SHA256,
-		TargetABI: abi, Rollout: rollout, Track: model.DefaultTrack,
+		TargetABI: abi, Rollout: rollout, Track: model.DefaultTrack, Schedule: []handler.StepResponse{},
 	}
-	if rel != wantRel {
+	if !reflect.DeepEqual(rel, wantRel) {
 		t.Fatalf("release JSON\n %+v\nwant\n %+v", rel, wantRel)
 	}
 	if got := slices.DeleteFunc(slices.Clone(after.files), func(f string) bool { return slices.Contains(before.files, f) }); !slices.Equal(got, []string{key}) || len(after.files) != len(before.files)+1 {
