@@ -34,19 +34,10 @@ func (a *allScenario) SetFlags(fs *flag.FlagSet) {
 	}
 }
 
-// validator is a scenario that checks its flags; all checks every
-// member's before running any.
-type validator interface{ validate() error }
-
 func (a *allScenario) Run(ctx context.Context, b *bench, rep *report) error {
 	var names []string
 	for _, sc := range a.members() {
 		names = append(names, sc.Name())
-		if v, ok := sc.(validator); ok {
-			if err := v.validate(); err != nil {
-				return err
-			}
-		}
 	}
 	rep.setupf("scenarios: %s", strings.Join(names, ", "))
 	var errs []error

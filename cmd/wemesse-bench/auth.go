@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -58,41 +57,18 @@ func (*authScenario) Summary() string {
 }
 
 func (a *authScenario) SetFlags(fs *flag.FlagSet) {
-	fs.IntVar(&a.requests, "requests", 500, "sequential requests per series in the sequential row")
-	fs.IntVar(&a.coldSecrets, "cold-secrets", 5, "client secrets created to time a cold (uncached) check")
-	fs.IntVar(&a.warmRequests, "warm-requests", 100, "requests timed with a cached secret in the cold vs warm row")
-	fs.DurationVar(&a.floodDuration, "flood-duration", 10*time.Second, "length of each flood")
-	fs.IntVar(&a.attackers, "attackers", 32, "concurrent attackers in each flood")
-	fs.IntVar(&a.sameHint, "same-hint-secrets", 300,
+	rangeVar(fs, &a.requests, "requests", 500, 1, 100_000, "sequential requests per series in the sequential row")
+	rangeVar(fs, &a.coldSecrets, "cold-secrets", 5, 1, 50, "client secrets created to time a cold (uncached) check")
+	rangeVar(fs, &a.warmRequests, "warm-requests", 100, 1, 100_000, "requests timed with a cached secret in the cold vs warm row")
+	rangeVar(fs, &a.floodDuration, "flood-duration", 10*time.Second, time.Second, 10*time.Minute, "length of each flood")
+	rangeVar(fs, &a.attackers, "attackers", 32, 1, 1024, "concurrent attackers in each flood")
+	rangeVar(fs, &a.sameHint, "same-hint-secrets", 300, 1, 100_000,
 		"wrong secrets minted with the client secret's public hint for the same-hint flood (each costs ~65,000 SHA-256 tries)")
-	fs.IntVar(&a.floodLimit, "flood-failure-limit", 1_000_000,
-		"WEMESSE_AUTH_FAILURES_PER_MINUTE for the second flood, in effect no limit (the server accepts at most 1000000)")
-}
-
-func (a *authScenario) validate() error {
-	switch {
-	case a.requests < 1 || a.requests > 100_000:
-		return errors.New("-requests must be from 1 to 100000")
-	case a.coldSecrets < 1 || a.coldSecrets > 50:
-		return errors.New("-cold-secrets must be from 1 to 50")
-	case a.warmRequests < 1 || a.warmRequests > 100_000:
-		return errors.New("-warm-requests must be from 1 to 100000")
-	case a.floodDuration < time.Second || a.floodDuration > 10*time.Minute:
-		return errors.New("-flood-duration must be from 1s to 10m")
-	case a.attackers < 1 || a.attackers > 1024:
-		return errors.New("-attackers must be from 1 to 1024")
-	case a.sameHint < 1 || a.sameHint > 100_000:
-		return errors.New("-same-hint-secrets must be from 1 to 100000")
-	case a.floodLimit < 1:
-		return errors.New("-flood-failure-limit must be positive")
-	}
-	return nil
+	rangeVar(fs, &a.floodLimit, "flood-failure-limit", 1_000_000, 1, 1_000_000,
+		"WEMESSE_AUTH_FAILURES_PER_MINUTE for the second flood; the default, the most the server accepts, is in effect no limit")
 }
 
 func (a *authScenario) Run(ctx context.Context, b *bench, rep *report) error {
-	if err := a.validate(); err != nil {
-		return err
-	}
 	bin, err := b.serverBinary(ctx)
 	if err != nil {
 		return err

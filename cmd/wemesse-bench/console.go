@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,24 +31,10 @@ func (*consoleScenario) Summary() string {
 }
 
 func (c *consoleScenario) SetFlags(fs *flag.FlagSet) {
-	fs.IntVar(&c.users, "console-users", 1_000_000, "users loaded for the console scenario")
-	fs.IntVar(&c.releases, "console-releases", 1000, "releases loaded for the console scenario (at least 4)")
-	fs.IntVar(&c.conns, "console-conns", 4, "concurrent clients of each console page run")
-	fs.DurationVar(&c.duration, "console-duration", 10*time.Second, "measured time of each console page run")
-}
-
-func (c *consoleScenario) validate() error {
-	switch {
-	case c.users < 1 || c.users > 20_000_000:
-		return errors.New("-console-users must be from 1 to 20000000")
-	case c.releases < 4 || c.releases > 100_000:
-		return errors.New("-console-releases must be from 4 to 100000")
-	case c.conns < 1 || c.conns > 256:
-		return errors.New("-console-conns must be from 1 to 256")
-	case c.duration < time.Second || c.duration > 10*time.Minute:
-		return errors.New("-console-duration must be from 1s to 10m")
-	}
-	return nil
+	rangeVar(fs, &c.users, "console-users", 1_000_000, 1, 20_000_000, "users loaded for the console scenario")
+	rangeVar(fs, &c.releases, "console-releases", 1000, 4, 100_000, "releases loaded for the console scenario")
+	rangeVar(fs, &c.conns, "console-conns", 4, 1, 256, "concurrent clients of each console page run")
+	rangeVar(fs, &c.duration, "console-duration", 10*time.Second, time.Second, 10*time.Minute, "measured time of each console page run")
 }
 
 // consoleHistoryDays are the recorded days loaded before today.
@@ -82,9 +67,6 @@ FROM apps a, s`
 )
 
 func (c *consoleScenario) Run(ctx context.Context, b *bench, rep *report) error {
-	if err := c.validate(); err != nil {
-		return err
-	}
 	rep.setupf("console: %s users loaded with SQL (as in users), %s releases and %d days of history rows (one per release and day) inserted with SQL, the server restarted so that its first count of today sees them; then one login (POST /console/login, admin secret) and, per page, a 2 s warm-up and a %s closed-loop run with %d clients (vegeta, in process) carrying the session cookie; the reference is a net/http process serving the page's bytes, measured the same way",
 		fmtInt(int64(c.users)), fmtInt(int64(c.releases)), consoleHistoryDays, c.duration, c.conns)
 	return b.forEachDB(func(kind string) error { return c.runDB(ctx, b, rep, kind) })

@@ -71,34 +71,15 @@ func (*deviceScenario) Summary() string {
 }
 
 func (d *deviceScenario) SetFlags(fs *flag.FlagSet) {
-	fs.DurationVar(&d.duration, "device-duration", 4*time.Second, "length of each measured device-post run (server and reference)")
-	fs.IntVar(&d.rounds, "device-rounds", 3, "measured runs per side and table, reference and server alternating; their stats are merged")
-	fs.DurationVar(&d.warmup, "device-warmup", time.Second, "unmeasured device posts before the first run")
-	fs.IntVar(&d.clients, "device-clients", 16, "concurrent connections (server) and clients (reference) of the device runs")
-	fs.IntVar(&d.users, "device-users", 1_000_000, "users loaded for the full-table row")
+	rangeVar(fs, &d.duration, "device-duration", 4*time.Second, time.Second, 2*time.Minute, "length of each measured device-post run (server and reference)")
+	rangeVar(fs, &d.rounds, "device-rounds", 3, 1, 20, "measured runs per side and table, reference and server alternating; their stats are merged")
+	rangeVar(fs, &d.warmup, "device-warmup", time.Second, 0, time.Minute, "unmeasured device posts before the first run")
+	rangeVar(fs, &d.clients, "device-clients", 16, 1, 256, "concurrent connections (server) and clients (reference) of the device runs")
+	rangeVar(fs, &d.users, "device-users", 1_000_000, 1, 20_000_000, "users loaded for the full-table row")
 	fs.BoolVar(&d.noCounter, "device-no-counter", false, "add a row (no target) of devices on a version that has no release, so no uploads counter is updated")
 }
 
-func (d *deviceScenario) validate() error {
-	switch {
-	case d.duration < time.Second || d.duration > 2*time.Minute:
-		return errors.New("-device-duration must be from 1s to 2m")
-	case d.rounds < 1 || d.rounds > 20:
-		return errors.New("-device-rounds must be from 1 to 20")
-	case d.warmup < 0 || d.warmup > time.Minute:
-		return errors.New("-device-warmup must be from 0 to 1m")
-	case d.clients < 1 || d.clients > 256:
-		return errors.New("-device-clients must be from 1 to 256")
-	case d.users < 1 || d.users > 20_000_000:
-		return errors.New("-device-users must be from 1 to 20000000")
-	}
-	return nil
-}
-
 func (d *deviceScenario) Run(ctx context.Context, b *bench, rep *report) error {
-	if err := d.validate(); err != nil {
-		return err
-	}
 	gen, genDesc, err := b.newGenerator(d.clients)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -267,11 +268,30 @@ func TestFmtInt(t *testing.T) {
 	}
 }
 
-func TestEveryMemberOfAllValidates(t *testing.T) {
-	for _, sc := range (&allScenario{}).members() {
-		if _, ok := sc.(validator); !ok {
-			t.Errorf("%s has no validate method: all would run the others before its flags fail", sc.Name())
+// TestRangeFlags: a flag's value outside its range, or not a number,
+// fails when the command line is parsed, alone or under all, before any
+// scenario runs; one inside it is taken.
+func TestRangeFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"users", "-list-users", "0"},
+		{"all", "-console-releases", "3"},
+		{"all", "-update-warmup", "2m"},
+		{"upload", "-upload-bytes", "1e3"},
+		{"auth", "-flood-duration", "10"},
+	} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), args, &out, &errOut); err == nil || !strings.Contains(err.Error(), "invalid value") {
+			t.Errorf("%q: err = %v, want an invalid value", args, err)
 		}
+	}
+	var d deviceScenario
+	fs := flag.NewFlagSet("device", flag.ContinueOnError)
+	d.SetFlags(fs)
+	if err := fs.Parse([]string{"-device-warmup", "0s", "-device-users", "20_000_000"}); err != nil {
+		t.Fatal(err)
+	}
+	if d.warmup != 0 || d.users != 20_000_000 || d.rounds != 3 || d.duration != 4*time.Second {
+		t.Errorf("parsed %+v, want warm-up 0, 20000000 users and the other defaults", d)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -284,4 +285,47 @@ func (b *bench) buildServer(ctx context.Context) (string, error) {
 		b.source = strings.TrimSpace(string(out))
 	}
 	return bin, proctest.Build(ctx, root, bin)
+}
+
+// rangeFlag is a numeric flag that takes only values from lo to hi: the
+// flag package refuses any other when it parses the command line, before a
+// scenario (or any member of all) starts.
+type rangeFlag[T int | int64 | time.Duration] struct {
+	p      *T
+	lo, hi T
+}
+
+// rangeVar defines the flag name for p, with its default and range.
+func rangeVar[T int | int64 | time.Duration](fs *flag.FlagSet, p *T, name string, def, lo, hi T, usage string) {
+	*p = def
+	fs.Var(rangeFlag[T]{p, lo, hi}, name, fmt.Sprintf("%s (%v to %v)", usage, lo, hi))
+}
+
+func (f rangeFlag[T]) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return fmt.Sprint(*f.p)
+}
+
+func (f rangeFlag[T]) Set(s string) error {
+	var v T
+	if _, ok := any(v).(time.Duration); ok {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		v = T(d)
+	} else {
+		n, err := strconv.ParseInt(s, 0, 64)
+		if err != nil {
+			return err
+		}
+		v = T(n)
+	}
+	if v < f.lo || v > f.hi {
+		return fmt.Errorf("must be from %v to %v", f.lo, f.hi)
+	}
+	*f.p = v
+	return nil
 }

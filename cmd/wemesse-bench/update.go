@@ -44,30 +44,13 @@ func (*updateScenario) Summary() string {
 }
 
 func (u *updateScenario) SetFlags(fs *flag.FlagSet) {
-	fs.DurationVar(&u.duration, "update-duration", 2*time.Second, "length of each measured update-check run (server and reference)")
-	fs.IntVar(&u.rounds, "update-rounds", 5, "measured runs per side, reference and server alternating; their stats are merged")
-	fs.DurationVar(&u.warmup, "update-warmup", time.Second, "unmeasured load on each side before the update-check runs")
-	fs.IntVar(&u.conns, "update-connections", 64, "concurrent keep-alive connections of the update-check runs")
-}
-
-func (u *updateScenario) validate() error {
-	switch {
-	case u.duration < time.Second || u.duration > 2*time.Minute:
-		return errors.New("-update-duration must be from 1s to 2m")
-	case u.rounds < 1 || u.rounds > 20:
-		return errors.New("-update-rounds must be from 1 to 20")
-	case u.warmup < 0 || u.warmup > time.Minute:
-		return errors.New("-update-warmup must be from 0 to 1m")
-	case u.conns < 1 || u.conns > 1024:
-		return errors.New("-update-connections must be from 1 to 1024")
-	}
-	return nil
+	rangeVar(fs, &u.duration, "update-duration", 2*time.Second, time.Second, 2*time.Minute, "length of each measured update-check run (server and reference)")
+	rangeVar(fs, &u.rounds, "update-rounds", 5, 1, 20, "measured runs per side, reference and server alternating; their stats are merged")
+	rangeVar(fs, &u.warmup, "update-warmup", time.Second, 0, time.Minute, "unmeasured load on each side before the update-check runs")
+	rangeVar(fs, &u.conns, "update-connections", 64, 1, 1024, "concurrent keep-alive connections of the update-check runs")
 }
 
 func (u *updateScenario) Run(ctx context.Context, b *bench, rep *report) error {
-	if err := u.validate(); err != nil {
-		return err
-	}
 	gen, genDesc, err := b.newGenerator(u.conns)
 	if err != nil {
 		return err

@@ -39,20 +39,10 @@ func (*uploadScenario) Summary() string {
 }
 
 func (u *uploadScenario) SetFlags(fs *flag.FlagSet) {
-	fs.Int64Var(&u.size, "upload-bytes", 1<<30, "size of the uploaded file")
-}
-
-func (u *uploadScenario) validate() error {
-	if u.size < 1 || u.size > 64<<30 {
-		return errors.New("-upload-bytes must be from 1 to 64 GiB")
-	}
-	return nil
+	rangeVar(fs, &u.size, "upload-bytes", 1<<30, 1, 64<<30, "size of the uploaded file")
 }
 
 func (u *uploadScenario) Run(ctx context.Context, b *bench, rep *report) error {
-	if err := u.validate(); err != nil {
-		return err
-	}
 	rep.setupf("upload: one POST /api/v1/updates (admin secret) of a %s APK (the manifest of testdata/apk/good.apk and one stored asset, a random 1 MiB block repeated, signed with APK Signature Scheme v2 by a key made for the run; generated while sending, never held whole) as multipart/form-data with appVersion and appNotes; the server hashes it, writes it with fsync into its upload dir, a temp dir on the same disk, and verifies it as Android would (WEMESSE_VERIFY_APK's default) before it answers; the reference is a net/http handler in the bench process that reads every part of the same body into io.Discard; reference first, then the server",
 		fmtSize(u.size))
 	return b.forEachDB(func(kind string) error { return u.runDB(ctx, b, rep, kind) })

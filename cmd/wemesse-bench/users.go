@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,20 +47,10 @@ func (*usersScenario) Summary() string {
 }
 
 func (u *usersScenario) SetFlags(fs *flag.FlagSet) {
-	fs.IntVar(&u.users, "list-users", 1_000_000, "users loaded and listed by the users scenario")
-}
-
-func (u *usersScenario) validate() error {
-	if u.users < 1 || u.users > 20_000_000 {
-		return errors.New("-list-users must be from 1 to 20000000")
-	}
-	return nil
+	rangeVar(fs, &u.users, "list-users", 1_000_000, 1, 20_000_000, "users loaded and listed by the users scenario")
 }
 
 func (u *usersScenario) Run(ctx context.Context, b *bench, rep *report) error {
-	if err := u.validate(); err != nil {
-		return err
-	}
 	rep.setupf("users: %s users loaded with SQL, then one GET /api/v1/users (admin secret) read to the end and checked (one object per user); the reference runs once unmeasured to warm the caches, then measured: `psql -c \"%s\" > /dev/null` on PostgreSQL, the sqlite3 CLI's json_object() of every column in id order > /dev/null on SQLite",
 		fmtInt(int64(u.users)), listPsqlCopy)
 	return b.forEachDB(func(kind string) error { return u.runDB(ctx, b, rep, kind) })
