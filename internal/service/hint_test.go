@@ -3,16 +3,12 @@ package service_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/alexedwards/argon2id"
-
 	"github.com/wemesse/server/internal/dbtest"
 	"github.com/wemesse/server/internal/model"
-	"github.com/wemesse/server/internal/repository"
 	"github.com/wemesse/server/internal/service"
 )
 
@@ -52,12 +48,10 @@ func TestSignatures_hintBudget(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
 		obs := &countingObserver{n: map[string]int{}}
-		sigs := service.NewSignatures(repository.NewSignatures(openDB(t, dsn)), service.SignaturesConfig{
-			Params:      argon2id.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32},
-			Limits:      service.Argon2Limits{Memory: 1024, Iterations: 1, Parallelism: 1},
+		sigs := newSignatures(openDB(t, dsn), service.SignaturesConfig{
 			Concurrency: 1, Wait: time.Minute, CacheSize: 100, CacheTTL: time.Minute, Refresh: time.Minute,
 			HintFailures: 2, Observer: obs,
-		}, slog.New(slog.DiscardHandler))
+		})
 		var paced []time.Duration
 		service.SetSleep(sigs, func(_ context.Context, d time.Duration) { paced = append(paced, d) })
 		const admin = "the-admin-secret"

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alexedwards/argon2id"
-
 	"github.com/wemesse/server/internal/dbtest"
 	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/repository"
@@ -23,11 +21,7 @@ func TestSessions(t *testing.T) {
 		ctx := context.Background()
 		db := openDB(t, dsn)
 		log := slog.New(slog.DiscardHandler)
-		sigs := service.NewSignatures(repository.NewSignatures(db), service.SignaturesConfig{
-			Params:      argon2id.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32},
-			Limits:      service.Argon2Limits{Memory: 1 << 20, Iterations: 10, Parallelism: 16},
-			Concurrency: 1, Wait: time.Second, CacheSize: 10, CacheTTL: time.Minute,
-		}, log)
+		sigs := newSignatures(db, service.SignaturesConfig{Concurrency: 1, Wait: time.Second, CacheSize: 10, CacheTTL: time.Minute})
 		admin, adminSig, err := sigs.Create(ctx, model.RoleAdmin)
 		if err != nil {
 			t.Fatal(err)
