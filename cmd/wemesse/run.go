@@ -139,7 +139,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(
 	})
 	a.stats = service.NewStats(repository.NewReleases(db), users, cfg.DefaultABI, time.Now)
 	a.history = service.NewHistory(repository.NewHistory(db), repository.NewReleases(db),
-		service.HistoryConfig{DefaultABI: cfg.DefaultABI, Live: cfg.HistoryRefresh}, time.Now, log)
+		service.HistoryConfig{DefaultABI: cfg.DefaultABI, Live: cfg.HistoryRefresh, Current: a.releases.Current}, time.Now, log)
 	a.audit = service.NewAudit(repository.NewAudit(db))
 	a.signatures = service.NewSignatures(repository.NewSignatures(db), service.SignaturesConfig{
 		Params: argon2id.Params{

@@ -112,7 +112,7 @@ func startTestServer(tb testing.TB, dsn string, verifyAPK bool, opts ...serverOp
 	deps.Users = service.NewUsers(store, service.UsersConfig{DefaultABI: "arm64", Writers: writers, MaxBatch: 64})
 	tb.Cleanup(deps.Users.Close)
 	deps.Stats = service.NewStats(repository.NewReleases(db), store, "arm64", time.Now)
-	deps.History = service.NewHistory(repository.NewHistory(db), repository.NewReleases(db), service.HistoryConfig{DefaultABI: "arm64"}, time.Now, log)
+	deps.History = service.NewHistory(repository.NewHistory(db), repository.NewReleases(db), service.HistoryConfig{DefaultABI: "arm64", Current: deps.Releases.Current}, time.Now, log)
 	go deps.Releases.Run(ctx)
 	deps.Signatures = service.NewSignatures(repository.NewSignatures(db), sigCfg, log)
 	deps.Audit = service.NewAudit(repository.NewAudit(db))

@@ -38,6 +38,9 @@ type HistoryConfig struct {
 	// Live is how often Run counts today again and records the days that
 	// ended; 0 counts today on every call.
 	Live time.Duration
+	// Current returns the releases as they stand, without a database read
+	// (Releases.Current); nil: the store's List.
+	Current func(ctx context.Context) ([]model.Release, error)
 }
 
 // History is the daily adoption record of every release. Past days are
@@ -50,9 +53,9 @@ type History struct {
 	now      func() time.Time
 	log      *slog.Logger
 
-	mu      sync.Mutex // one count of today at a time
-	today   model.HistoryDay
-	todayAt time.Time
+	mu        sync.Mutex // one count of today at a time
+	counts    []model.DayCount
+	countedAt time.Time
 
 	pastMu sync.Mutex
 	past   map[pastKey]pastRows // see pastDays
@@ -119,9 +122,15 @@ func (h *History) count(ctx context.Context, releases []model.Release, start, en
 	if err != nil {
 		return nil, err
 	}
+	return h.attribute(releases, counts, start, end), nil
+}
+
+// attribute adds counts up per release, for the releases created before
+// end (every release when end is zero: today's are all that exist).
+func (h *History) attribute(releases []model.Release, counts []model.DayCount, start, end time.Time) []model.ReleaseDay {
 	var existing []model.Release
 	for _, r := range releases {
-		if r.CreatedAt.Before(end) {
+		if end.IsZero() || r.CreatedAt.Before(end) {
 			existing = append(existing, r)
 		}
 	}
@@ -137,7 +146,7 @@ func (h *History) count(ctx context.Context, releases []model.Release, start, en
 			rows[i].NewDevices += c.NewDevices
 		}
 	}
-	return rows, nil
+	return rows
 }
 
 // releaseFinder returns the index in releases of the release that counts a
@@ -161,10 +170,11 @@ func releaseFinder(releases []model.Release, defaultABI string) func(version, ab
 	}
 }
 
-// Today returns today's adoption as it stands, its releases ordered by
-// id: as Run last counted it, or counted now when Run has not within two
-// Live periods. Counting reads every user, so pages must not do it on each
-// request.
+// Today returns today's adoption, its releases ordered by id: the devices
+// as Run last counted them (or counted now when Run has not within two
+// Live periods: counting reads every user, so pages must not do it on each
+// request), added up per release as the releases stand now, so that a new
+// release, a purge or a download shows at once.
 func (h *History) Today(ctx context.Context) (model.HistoryDay, error) {
 	return h.countToday(ctx, false)
 }
@@ -173,21 +183,30 @@ func (h *History) countToday(ctx context.Context, force bool) (model.HistoryDay,
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.now()
-	if !force && !h.todayAt.IsZero() && now.Sub(h.todayAt) < 2*h.cfg.Live && model.Day(h.todayAt).Equal(model.Day(now)) {
-		return h.today, nil
-	}
-	releases, err := h.releases.List(ctx)
-	if err != nil {
-		return model.HistoryDay{}, err
-	}
 	start := model.Day(now)
-	// Up to the end of this second: devices that registered in it count.
-	rows, err := h.count(ctx, releases, start, now.Truncate(time.Second).Add(time.Second))
+	if force || h.countedAt.IsZero() || now.Sub(h.countedAt) >= 2*h.cfg.Live || !model.Day(h.countedAt).Equal(start) {
+		// Up to the end of this second: devices that registered in it count.
+		end := now.Truncate(time.Second).Add(time.Second)
+		counts, err := h.store.DayCounts(ctx, start.Unix(), end.Unix(), end.Add(-activeWindow).Unix())
+		if err != nil {
+			return model.HistoryDay{}, err
+		}
+		h.counts, h.countedAt = counts, now
+	}
+	releases, err := h.current(ctx)
 	if err != nil {
 		return model.HistoryDay{}, err
 	}
-	h.today, h.todayAt = model.HistoryDay{Day: start, Releases: rows}, now
-	return h.today, nil
+	return model.HistoryDay{Day: start, Releases: h.attribute(releases, h.counts, start, time.Time{})}, nil
+}
+
+// current returns the releases as they stand: from memory when the
+// configuration says how, else from the store.
+func (h *History) current(ctx context.Context) ([]model.Release, error) {
+	if h.cfg.Current != nil {
+		return h.cfg.Current(ctx)
+	}
+	return h.releases.List(ctx)
 }
 
 // Days returns the adoption of the last days days, oldest first, the last

@@ -71,7 +71,7 @@ func historyFixture(t *testing.T, dsn string) (*gorm.DB, *repository.Releases) {
 func sqlCounts(t *testing.T, db *gorm.DB, version string, start, end time.Time) (devices, active, fresh int64) {
 	t.Helper()
 	abis := []string{"", "arm64", "x86"}
-	if version == "2_0" {
+	if version == "2_0" { // 1_0 and 3_0 are universal
 		abis = []string{"", "arm64"}
 	}
 	var row struct{ Devices, Active, Fresh int64 }
@@ -159,16 +159,36 @@ func TestHistory(t *testing.T) {
 			checkAgainstSQL(t, db, clk.now(), rows, time.Date(2026, 3, 5, 0, 0, 0, 0, time.UTC), time.Date(2026, 3, 12, 0, 0, 0, 0, time.UTC))
 		})
 
+		t.Run("servers_record_at_once", func(t *testing.T) {
+			clk.add(2 * 24 * time.Hour) // two more days ended
+			var wg sync.WaitGroup
+			errs := make([]error, 4)
+			for i := range errs {
+				other := service.NewHistory(repository.NewHistory(db), releases, service.HistoryConfig{DefaultABI: "arm64"}, clk.now, slog.New(slog.DiscardHandler))
+				wg.Go(func() { errs[i] = other.Record(ctx) })
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("server %d: %v", i, err)
+				}
+			}
+			checkAgainstSQL(t, db, clk.now(), recorded(t, store), time.Date(2026, 3, 5, 0, 0, 0, 0, time.UTC), time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC))
+			if err := h.Record(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+
 		t.Run("today_is_live", func(t *testing.T) {
 			days, err := h.Days(ctx, 30, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(days) != 30 || !days[29].Day.Equal(time.Date(2026, 3, 13, 0, 0, 0, 0, time.UTC)) || !days[0].Day.Equal(time.Date(2026, 2, 12, 0, 0, 0, 0, time.UTC)) {
-				t.Fatalf("days run %v to %v (%d), want 2026-02-12 to 2026-03-13", days[0].Day, days[len(days)-1].Day, len(days))
+			if len(days) != 30 || !days[29].Day.Equal(time.Date(2026, 3, 15, 0, 0, 0, 0, time.UTC)) || !days[0].Day.Equal(time.Date(2026, 2, 14, 0, 0, 0, 0, time.UTC)) {
+				t.Fatalf("days run %v to %v (%d), want 2026-02-14 to 2026-03-15", days[0].Day, days[len(days)-1].Day, len(days))
 			}
-			if len(days[0].Releases) != 0 || len(days[21].Releases) != 1 || len(days[23].Releases) != 2 {
-				t.Errorf("releases per day: Feb 12 %d, Mar 5 %d, Mar 7 %d; want 0, 1, 2", len(days[0].Releases), len(days[21].Releases), len(days[23].Releases))
+			if len(days[0].Releases) != 0 || len(days[19].Releases) != 1 || len(days[21].Releases) != 2 {
+				t.Errorf("releases per day: Feb 14 %d, Mar 5 %d, Mar 7 %d; want 0, 1, 2", len(days[0].Releases), len(days[19].Releases), len(days[21].Releases))
 			}
 			before := days[29].Releases[0]
 			now := clk.now()
@@ -185,6 +205,31 @@ func TestHistory(t *testing.T) {
 				t.Errorf("after a device registered today: %+v, want one more device, new and active than %+v", after, before)
 			}
 			checkAgainstSQL(t, db, clk.now(), days[0].Releases, days[0].Day, days[0].Day)
+		})
+
+		t.Run("new_release_shows_at_once", func(t *testing.T) {
+			// Counted once an hour, today still follows the releases: 3_0,
+			// uploaded after the count, gets its devices from that count.
+			cached := service.NewHistory(store, releases, service.HistoryConfig{DefaultABI: "arm64", Live: time.Hour}, clk.now, slog.New(slog.DiscardHandler))
+			before, err := cached.Today(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rel := model.Release{Version: mustVersion(t, "3_0"), Name: "a.apk", Rollout: 100, FilePath: "3_0"}
+			if err := releases.Create(ctx, &rel, "", nil, func() error { return nil }, model.ChangeBy(ctx, model.ActionReleaseUpload)); err != nil {
+				t.Fatal(err)
+			}
+			after, err := cached.Today(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(after.Releases) != len(before.Releases)+1 {
+				t.Fatalf("today lists %d releases after an upload, want %d", len(after.Releases), len(before.Releases)+1)
+			}
+			devices, _, _ := sqlCounts(t, db, "3_0", after.Day, clk.now().Add(time.Second))
+			if got := after.Releases[len(after.Releases)-1]; got.ReleaseID != rel.ID || got.Devices != devices || devices == 0 {
+				t.Errorf("the new release today: %+v, want id %d with the %d devices on 3_0", got, rel.ID, devices)
+			}
 		})
 
 		t.Run("bounds", func(t *testing.T) {
