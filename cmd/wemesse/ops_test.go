@@ -54,6 +54,7 @@ func TestRun_metricsReadyAndLogs(t *testing.T) {
 			`wemesse_signature_cache_total{result="miss"}`,
 			`wemesse_device_write_batch_size_bucket`,
 			`go_sql_open_connections{db_name="wemesse"}`,
+			`wemesse_log_lines_dropped_total 0`,
 		} {
 			if !strings.Contains(string(body), want) {
 				t.Errorf("/metrics lacks %s", want)

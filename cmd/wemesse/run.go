@@ -25,6 +25,7 @@ import (
 	"github.com/wemesse/server/internal/config"
 	"github.com/wemesse/server/internal/handler"
 	"github.com/wemesse/server/internal/httpsig"
+	"github.com/wemesse/server/internal/logbatch"
 	"github.com/wemesse/server/internal/metrics"
 	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/repository"
@@ -52,14 +53,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	cmd := "serve"
 	if len(args) > 0 {
 		cmd, args = args[0], args[1:]
 	}
+	if cmd == "serve" {
+		// The server's lines go out in batches (see logbatch): one
+		// write(2) per line would cost an update check much of its time.
+		sink := logbatch.New(stderr, logbatch.Options{})
+		defer sink.Close()
+		log := slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: cfg.LogLevel}))
+		return serve(ctx, cfg, log, sink, getenv)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	switch cmd {
-	case "serve":
-		return serve(ctx, cfg, log, getenv)
 	case "signature":
 		return signatureCommand(model.WithActor(ctx, model.ActorCLI), cfg, log, args, stdout, getenv)
 	case "audit":
@@ -200,7 +207,9 @@ func tuneGC(cfg config.Config, getenv func(string) string, log *slog.Logger) {
 }
 
 // serve runs the HTTP server until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func(string) string) error {
+// Its lines go to log, whose handler writes to sink, which also takes
+// the access lines directly.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, sink *logbatch.Writer, getenv func(string) string) error {
 	log.Info("starting", "config", cfg)
 	tuneGC(cfg, getenv, log)
 	signer, keys, err := answerKeys(cfg)
@@ -218,6 +227,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 		return err
 	}
 	defer a.close()
+	a.metrics.CountDroppedLogLines(sink.Dropped)
 
 	if n, err := a.files.CleanStaging(context.WithoutCancel(ctx)); err != nil {
 		return err
@@ -266,7 +276,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, getenv func
 
 	var inflight sync.WaitGroup
 	api := handler.NewServer(handler.Deps{
-		Releases: a.releases, Users: a.users, Signatures: a.signatures, Audit: a.audit, Stats: a.stats, History: a.history, Sessions: a.sessions, SessionMax: cfg.SessionMax, Log: log, Metrics: a.metrics,
+		Releases: a.releases, Users: a.users, Signatures: a.signatures, Audit: a.audit, Stats: a.stats, History: a.history, Sessions: a.sessions, SessionMax: cfg.SessionMax, Log: log, AccessLog: sink, Metrics: a.metrics,
 		PublicURL: cfg.PublicURL, MirrorURL: cfg.MirrorURL, MaxUploadBytes: cfg.MaxUploadBytes, UpdateMaxAge: cfg.UpdateMaxAge,
 		AnswerSigner: signer, AnswerKeys: keys,
 		AuthFailuresPerMinute: cfg.AuthFailuresPerMin, StallTimeout: cfg.StallTimeout, MinBodyRate: cfg.MinBodyRate, TrustedProxies: cfg.TrustedProxies,

@@ -13,13 +13,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/httprate"
 
+	"github.com/wemesse/server/internal/logbatch"
 	"github.com/wemesse/server/internal/metrics"
 	"github.com/wemesse/server/internal/model"
 	"github.com/wemesse/server/internal/service"
@@ -104,13 +107,20 @@ func formatRequestID(prefix string, n uint64) string {
 // accessLog counts every request in the metrics and, at level info, writes
 // one line per request: request id, method, route pattern, status, bytes
 // and duration. Headers, hence secrets, are never logged.
-func accessLog(log *slog.Logger, m *metrics.Metrics) func(http.Handler) http.Handler {
+//
+// With out set, the line is encoded here, as log/slog's JSON handler would
+// write it, and written to out (a logbatch.Writer, which takes many lines
+// in one write): slog would build a record, format the duration through
+// encoding/json's reflection and write each line on its own. Without out
+// the line goes through log.
+func accessLog(log *slog.Logger, m *metrics.Metrics, out io.Writer) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			defer func() {
-				took := time.Since(start)
+				end := time.Now()
+				took := end.Sub(start)
 				route := routePattern(r)
 				if m != nil {
 					m.Request(route, r.Method, ww.Status(), took)
@@ -118,20 +128,131 @@ func accessLog(log *slog.Logger, m *metrics.Metrics) func(http.Handler) http.Han
 				if !log.Enabled(r.Context(), slog.LevelInfo) {
 					return // spare building the line on the hot path
 				}
-				log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-					// The id in the log line is the one the client can quote.
-					slog.String("request_id", requestIDOf(ww)),
-					slog.String("method", r.Method),
-					slog.String("route", route),
-					slog.Int("status", ww.Status()),
-					slog.Int("bytes", ww.BytesWritten()),
-					slog.Float64("duration_ms", float64(took.Microseconds())/1000),
-					slog.String("remote", clientIP(r)),
-				)
+				// The id in the log line is the one the client can quote.
+				line := accessLine{
+					time: end, requestID: requestIDOf(ww), method: r.Method, route: route,
+					status: ww.Status(), bytes: ww.BytesWritten(), took: took, remote: clientIP(r),
+				}
+				if out == nil {
+					line.log(r.Context(), log)
+					return
+				}
+				bp := accessBuffers.Get().(*[]byte)
+				*bp = line.appendJSON((*bp)[:0])
+				_, _ = out.Write(*bp)
+				accessBuffers.Put(bp)
 			}()
 			next.ServeHTTP(ww, r)
 		})
 	}
+}
+
+// accessLine is what one access line says.
+type accessLine struct {
+	time                     time.Time
+	requestID, method, route string
+	status, bytes            int
+	took                     time.Duration
+	remote                   string
+}
+
+// durationMS is the duration as the line gives it: milliseconds, to the
+// microsecond.
+func (l accessLine) durationMS() float64 { return float64(l.took.Microseconds()) / 1000 }
+
+// log writes the line through log.
+func (l accessLine) log(ctx context.Context, log *slog.Logger) {
+	log.LogAttrs(ctx, slog.LevelInfo, "request", l.attrs()...)
+}
+
+func (l accessLine) attrs() []slog.Attr {
+	return []slog.Attr{
+		slog.String("request_id", l.requestID),
+		slog.String("method", l.method),
+		slog.String("route", l.route),
+		slog.Int("status", l.status),
+		slog.Int("bytes", l.bytes),
+		slog.Float64("duration_ms", l.durationMS()),
+		slog.String("remote", l.remote),
+	}
+}
+
+// accessBuffers holds the buffers access lines are encoded into.
+var accessBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// appendJSON appends the line as log/slog's JSON handler writes it, with
+// its newline: the same keys in the same order, the time in milliseconds.
+func (l accessLine) appendJSON(b []byte) []byte {
+	b = append(b, `{"time":"`...)
+	b = logbatch.AppendTime(b, l.time)
+	b = append(b, `","level":"INFO","msg":"request","request_id":`...)
+	b = appendJSONString(b, l.requestID)
+	b = append(b, `,"method":`...)
+	b = appendJSONString(b, l.method)
+	b = append(b, `,"route":`...)
+	b = appendJSONString(b, l.route)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(l.status), 10)
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendInt(b, int64(l.bytes), 10)
+	b = append(b, `,"duration_ms":`...)
+	// encoding/json writes a float in this range as 'f' does.
+	b = strconv.AppendFloat(b, l.durationMS(), 'f', -1, 64)
+	b = append(b, `,"remote":`...)
+	b = appendJSONString(b, l.remote)
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it without HTML escaping (as log/slog does); invalid UTF-8
+// becomes U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // routePattern is the pattern of the route that served r, "" when none

@@ -3,6 +3,7 @@ package handler
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -308,6 +309,68 @@ func TestProgressDeadlines_slowHandlerAfterBody(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != http.StatusOK || string(b) != "done" {
 				t.Errorf("got %d %q; want 200 done", resp.StatusCode, b)
+			}
+		})
+	}
+}
+
+// TestAccessLine_sameAsSlog checks that the access line encoded by hand is
+// byte for byte what log/slog's JSON handler writes for it.
+func TestAccessLine_sameAsSlog(t *testing.T) {
+	at := time.Date(2026, 12, 4, 19, 21, 42, 123456789, time.FixedZone("", -3*3600))
+	for _, l := range []accessLine{
+		{time: at, requestID: "host/AbC-000001", method: "GET", route: "/api/v1/updates/{version}", status: 200, bytes: 512, took: 1234 * time.Microsecond, remote: "127.0.0.1"},
+		{time: at.UTC(), requestID: "", method: "BREW", route: "", status: 404, bytes: 0, took: 0, remote: "::1"},
+		{time: at, requestID: "x", method: "POST", route: "/a\"b\\c\n\r\t\x01\x1f\u2028\u2029é\xff<>&", status: 599, bytes: 1 << 40, took: 12*time.Second + 7*time.Microsecond, remote: "2001:db8::1"},
+		{time: at, requestID: "y", method: "GET", route: "/", status: 200, bytes: 1, took: time.Microsecond, remote: "unparsable-x-forwarded-for:0"},
+		{time: at, requestID: "z", method: "GET", route: "/", status: 200, bytes: 1, took: 999 * time.Nanosecond, remote: "10.0.0.1"},
+	} {
+		var want strings.Builder
+		rec := slog.NewRecord(l.time, slog.LevelInfo, "request", 0)
+		rec.AddAttrs(l.attrs()...)
+		if err := slog.NewJSONHandler(&want, nil).Handle(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(l.appendJSON(nil)); got != want.String() {
+			t.Errorf("got  %s want %s", got, want.String())
+		}
+	}
+}
+
+// TestAccessLog_levels checks that access lines go to the sink at level
+// info, and not at warn or above.
+func TestAccessLog_levels(t *testing.T) {
+	for _, tc := range []struct {
+		level slog.Level
+		lines int
+	}{{slog.LevelDebug, 1}, {slog.LevelInfo, 1}, {slog.LevelWarn, 0}, {slog.LevelError, 0}} {
+		t.Run(tc.level.String(), func(t *testing.T) {
+			var out, other strings.Builder
+			log := slog.New(slog.NewJSONHandler(&other, &slog.HandlerOptions{Level: tc.level}))
+			h := requestID(accessLog(log, nil, &out)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusTeapot)
+				_, _ = w.Write([]byte("tea"))
+			})))
+			req := httptest.NewRequest(http.MethodGet, "/pot", nil)
+			req.Header.Set(requestIDHeader, "client-id-1")
+			h.ServeHTTP(httptest.NewRecorder(), req)
+			if got := strings.Count(out.String(), "\n"); got != tc.lines || other.Len() != 0 {
+				t.Fatalf("%d access lines in the sink (want %d), %q through the logger", got, tc.lines, other.String())
+			}
+			if tc.lines == 0 {
+				return
+			}
+			var line map[string]any
+			if err := json.Unmarshal([]byte(out.String()), &line); err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range map[string]any{"level": "INFO", "msg": "request", "request_id": "client-id-1", "method": "GET", "status": float64(418), "bytes": float64(3), "remote": "192.0.2.1"} {
+				if line[k] != want {
+					t.Errorf("%s: got %v, want %v", k, line[k], want)
+				}
+			}
+			if _, ok := line["duration_ms"].(float64); !ok {
+				t.Errorf("duration_ms: got %v", line["duration_ms"])
 			}
 		})
 	}

@@ -5,6 +5,7 @@ package handler
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -32,6 +33,10 @@ type Deps struct {
 	// SessionMax is how long a console session lives at most.
 	SessionMax time.Duration
 	Log        *slog.Logger
+	// AccessLog takes the access lines, JSON as Log's handler writes them,
+	// when set (a logbatch.Writer, the sink of Log's handler); nil: they
+	// go through Log.
+	AccessLog io.Writer
 
 	PublicURL      string // base of links to this server's files
 	MirrorURL      string // base of links in the update check
@@ -65,7 +70,7 @@ func NewServer(d Deps) http.Handler {
 	r.Use(requestID)
 	r.Use(nosniff)
 	r.Use(middleware.GetHead)
-	r.Use(accessLog(d.Log, d.Metrics))
+	r.Use(accessLog(d.Log, d.Metrics, d.AccessLog))
 	r.Use(recoverJSON(d.Log))
 	r.Use(progressDeadlines(d.StallTimeout, d.MinBodyRate, d.Log))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

@@ -126,6 +126,14 @@ func (m *Metrics) requestSeries(k requestKey) requestSeries {
 	return s
 }
 
+// CountDroppedLogLines publishes dropped, a running count of log lines
+// dropped rather than written (logbatch.Writer.Dropped).
+func (m *Metrics) CountDroppedLogLines(dropped func() uint64) {
+	m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "wemesse_log_lines_dropped_total", Help: "Log lines dropped because the log sink was stalled or failing.",
+	}, func() float64 { return float64(dropped()) }))
+}
+
 // UploadBytes counts received build bytes.
 func (m *Metrics) UploadBytes(n int64) { m.uploadBytes.Add(float64(n)) }
 
