@@ -80,7 +80,7 @@ func (d *deviceScenario) SetFlags(fs *flag.FlagSet) {
 }
 
 func (d *deviceScenario) Run(ctx context.Context, b *bench, rep *report) error {
-	gen, genDesc, err := b.newGenerator(d.clients)
+	gen, genDesc, err := b.newGenerator(ctx, d.clients)
 	if err != nil {
 		return err
 	}

@@ -70,7 +70,7 @@ type options struct {
 }
 
 func (o *options) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.load, "load", "auto", "load generator of the update and device runs: wrk, vegeta (in process), or auto: wrk when it is on $PATH")
+	fs.StringVar(&o.load, "load", "auto", "load generator of the update and device runs: wrk, vegeta (in process), or auto: wrk when it is on $PATH or apt-get can install it (as root)")
 	fs.StringVar(&o.serverPath, "server", "", "server binary to run (default: build bin/wemesse with CGO_ENABLED=0)")
 	fs.BoolVar(&o.noFail, "no-fail", false, "only report failed targets; exit 0")
 	fs.Var(&o.serverEnv, "set", "`WEMESSE_NAME=VALUE` for every server started (repeatable), e.g. -set WEMESSE_ARGON2_CONCURRENCY=4")
@@ -223,14 +223,15 @@ func (b *bench) describePostgres(ctx context.Context, rep *report) {
 	rep.setupf("PostgreSQL: throwaway cluster (initdb -A trust --locale=C) on 127.0.0.1, shared by the server, pgbench and psql; %s%s", desc, extra)
 }
 
-// logf writes a progress line to stderr; stdout carries only the report.
 // newGenerator returns the generator -load names, with conns connections,
-// and a description of it for the report.
-func (b *bench) newGenerator(conns int) (generator, string, error) {
+// and a description of it for the report. With -load auto, wrk is
+// installed (apt-get install wrk) when it is absent and the tool runs as
+// root; vegeta runs where it cannot be.
+func (b *bench) newGenerator(ctx context.Context, conns int) (generator, string, error) {
 	choice := b.opts.load
 	if choice == "auto" {
 		choice = "vegeta"
-		if _, err := exec.LookPath("wrk"); err == nil {
+		if _, err := b.debianTool(ctx, "wrk", "wrk"); err == nil {
 			choice = "wrk"
 		}
 	}
@@ -248,6 +249,7 @@ func (b *bench) newGenerator(conns int) (generator, string, error) {
 	return nil, "", fmt.Errorf("-load must be auto, wrk or vegeta, not %q", b.opts.load)
 }
 
+// logf writes a progress line to stderr; stdout carries only the report.
 func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.stderr, "%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 }

@@ -19,8 +19,10 @@ import (
 
 // The update scenario's targets.
 const (
-	updateMinRatio = 0.9                   // server req/s / reference req/s
-	updateMaxP99   = 10 * time.Millisecond // server p99
+	updateMinRatio = 0.9 // server req/s / reference req/s
+	// updateMinNginxRatio is the server at its defaults against nginx.
+	updateMinNginxRatio = 1.0
+	updateMaxP99        = 10 * time.Millisecond // server p99
 	// updateClientVersion is the version the checking clients run: older
 	// than benchVersion, so every answer offers benchVersion.
 	updateClientVersion = "2266_00"
@@ -35,12 +37,13 @@ type updateScenario struct {
 	rounds   int
 	warmup   time.Duration
 	conns    int
+	nginx    bool
 }
 
 func (*updateScenario) Name() string { return "update" }
 
 func (*updateScenario) Summary() string {
-	return "GET /api/v1/updates/{version} vs a minimal net/http handler returning the same bytes, 64 connections"
+	return "GET /api/v1/updates/{version} vs a minimal net/http handler returning the same bytes, and at its defaults (access log on) vs nginx serving them from a file; 64 connections"
 }
 
 func (u *updateScenario) SetFlags(fs *flag.FlagSet) {
@@ -48,10 +51,11 @@ func (u *updateScenario) SetFlags(fs *flag.FlagSet) {
 	rangeVar(fs, &u.rounds, "update-rounds", 5, 1, 20, "measured runs per side, reference and server alternating; their stats are merged")
 	rangeVar(fs, &u.warmup, "update-warmup", time.Second, 0, time.Minute, "unmeasured load on each side before the update-check runs")
 	rangeVar(fs, &u.conns, "update-connections", 64, 1, 1024, "concurrent keep-alive connections of the update-check runs")
+	fs.BoolVar(&u.nginx, "update-nginx", true, "also run the update check vs nginx row (nginx from Debian's package, installed with apt-get when absent and running as root)")
 }
 
 func (u *updateScenario) Run(ctx context.Context, b *bench, rep *report) error {
-	gen, genDesc, err := b.newGenerator(u.conns)
+	gen, genDesc, err := b.newGenerator(ctx, u.conns)
 	if err != nil {
 		return err
 	}
@@ -65,15 +69,41 @@ func (u *updateScenario) Run(ctx context.Context, b *bench, rep *report) error {
 }
 
 func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, gen generator, kind string) error {
-	r, err := b.newRig(ctx, rep, kind, "update", nil)
-	if err != nil {
+	if err := u.runHandler(ctx, b, rep, gen, kind); err != nil {
 		return err
 	}
-	defer r.close()
+	if u.nginx {
+		return u.runNginx(ctx, b, rep, gen, kind)
+	}
+	return nil
+}
+
+// updateRig is a server with a release to offer, and the update check's
+// load on it.
+type updateRig struct {
+	*rig
+	body        []byte // the answer, the same for every device
+	contentType string
+	work        workload
+}
+
+// newUpdateRig starts a server with env, uploads the release every check
+// is offered and captures its answer. The caller must close it.
+func (u *updateScenario) newUpdateRig(ctx context.Context, b *bench, rep *report, kind, scenario string, env map[string]string) (_ *updateRig, err error) {
+	r, err := b.newRig(ctx, rep, kind, scenario, env)
+	if err != nil {
+		return nil, err
+	}
+	ur := &updateRig{rig: r}
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
 	c := newClient()
 	defer c.CloseIdleConnections()
 	if err := uploadBuild(ctx, c, r.srv.URL, r.admin, benchVersion, 4096); err != nil {
-		return err
+		return nil, err
 	}
 	devices := make([]string, updateDevices)
 	for i := range devices {
@@ -82,10 +112,64 @@ func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, gen g
 	path := func(i uint64) string {
 		return "/api/v1/updates/" + updateClientVersion + "?device=" + devices[i%uint64(len(devices))]
 	}
-	body, contentType, err := captureUpdate(ctx, c, r.srv.URL, path)
+	if ur.body, ur.contentType, err = captureUpdate(ctx, c, r.srv.URL, path); err != nil {
+		return nil, err
+	}
+	paths := make([]string, len(devices))
+	for i := range paths {
+		paths[i] = luaString(path(uint64(i)))
+	}
+	ur.work = workload{
+		targeter: func(base string) vegeta.Targeter {
+			var n atomic.Uint64
+			return func(t *vegeta.Target) error {
+				t.Method, t.URL = http.MethodGet, base+path(n.Add(1))
+				return nil
+			}
+		},
+		lua: "wrk.method = \"GET\"\nlocal paths = {" + strings.Join(paths, ",") + `}
+local n = 0
+function request()
+  n = n + 1
+  return wrk.format(nil, paths[n % #paths + 1])
+end
+`,
+	}
+	return ur, nil
+}
+
+// warmUp loads each of sides for the warm-up time, then settles the
+// server.
+func (u *updateScenario) warmUp(ctx context.Context, b *bench, gen generator, r *updateRig, what string, sides ...string) error {
+	if u.warmup > 0 {
+		b.logf("%s on %s: %s warm-up on each side", what, r.kind, u.warmup)
+		for _, base := range sides {
+			if _, err := gen.run(ctx, base, r.work, u.warmup); err != nil {
+				return err
+			}
+		}
+	}
+	return settle(ctx, b, r.srv)
+}
+
+// measureServer runs one measured run on the server, and returns its
+// stats and the server's peak RSS during it.
+func (u *updateScenario) measureServer(ctx context.Context, gen generator, r *updateRig) (loadStats, int64, error) {
+	pt, err := trackPeak(ctx, r.srv)
+	if err != nil {
+		return loadStats{}, 0, err
+	}
+	st, err := gen.run(ctx, r.srv.URL, r.work, u.duration)
+	return st, pt.done(), err
+}
+
+func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, gen generator, kind string) error {
+	r, err := u.newUpdateRig(ctx, b, rep, kind, "update", nil)
 	if err != nil {
 		return err
 	}
+	defer r.close()
+	body, contentType := r.body, r.contentType
 	// The reference: the minimal handler in a process of its own, as the
 	// server is.
 	ref, err := startStaticProcess(ctx, contentType, body)
@@ -107,36 +191,7 @@ func (u *updateScenario) runDB(ctx context.Context, b *bench, rep *report, gen g
 		inprocURL = inproc.URL
 		sides = append(sides, inprocURL)
 	}
-
-	paths := make([]string, len(devices))
-	for i := range paths {
-		paths[i] = luaString(path(uint64(i)))
-	}
-	work := workload{
-		targeter: func(base string) vegeta.Targeter {
-			var n atomic.Uint64
-			return func(t *vegeta.Target) error {
-				t.Method, t.URL = http.MethodGet, base+path(n.Add(1))
-				return nil
-			}
-		},
-		lua: "wrk.method = \"GET\"\nlocal paths = {" + strings.Join(paths, ",") + `}
-local n = 0
-function request()
-  n = n + 1
-  return wrk.format(nil, paths[n % #paths + 1])
-end
-`,
-	}
-	if u.warmup > 0 {
-		b.logf("update on %s: %s warm-up on each side", kind, u.warmup)
-		for _, base := range sides {
-			if _, err := gen.run(ctx, base, work, u.warmup); err != nil {
-				return err
-			}
-		}
-	}
-	if err := settle(ctx, b, r.srv); err != nil {
+	if err := u.warmUp(ctx, b, gen, r, "update", sides...); err != nil {
 		return err
 	}
 	var inSt, refSt, srvSt loadStats
@@ -144,23 +199,19 @@ end
 	for round := 1; round <= u.rounds; round++ {
 		b.logf("update on %s: round %d of %d: reference process, then server, %s each", kind, round, u.rounds, u.duration)
 		if inprocURL != "" {
-			st, err := gen.run(ctx, inprocURL, work, u.duration)
+			st, err := gen.run(ctx, inprocURL, r.work, u.duration)
 			if err != nil {
 				return err
 			}
 			inSt.add(st)
 		}
-		st, err := gen.run(ctx, ref.URL, work, u.duration)
+		st, err := gen.run(ctx, ref.URL, r.work, u.duration)
 		if err != nil {
 			return err
 		}
 		refSt.add(st)
-		pt, err := trackPeak(ctx, r.srv)
-		if err != nil {
-			return err
-		}
-		st, err = gen.run(ctx, r.srv.URL, work, u.duration)
-		peak = max(peak, pt.done())
+		st, pk, err := u.measureServer(ctx, gen, r)
+		peak = max(peak, pk)
 		if err != nil {
 			return err
 		}
@@ -198,6 +249,89 @@ end
 	}
 	noteFailures(rep, "update check on "+kind+", server", srvSt)
 	noteFailures(rep, "update check on "+kind+", reference process", refSt)
+	return nil
+}
+
+// runNginx measures the update check as operators run the server (access
+// lines on, metrics served, answers signed) against nginx serving the same
+// bytes from a file with its access log on: what a team weighs the server
+// against.
+func (u *updateScenario) runNginx(ctx context.Context, b *bench, rep *report, gen generator, kind string) error {
+	nginxPath, err := b.debianTool(ctx, "nginx", "nginx")
+	if err != nil {
+		return err
+	}
+	metricsAddr, err := proctest.FreeAddr()
+	if err != nil {
+		return err
+	}
+	// WEMESSE_LOG_LEVEL's default and the metrics listener that
+	// docker-compose.yml's replicas serve.
+	env := map[string]string{"WEMESSE_LOG_LEVEL": "info", "WEMESSE_METRICS_ADDR": metricsAddr}
+	r, err := u.newUpdateRig(ctx, b, rep, kind, "update vs nginx", env)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	ng, err := startNginx(ctx, nginxPath, r.contentType, r.body)
+	if err != nil {
+		return err
+	}
+	defer ng.close()
+	rep.setupf("update vs nginx: a server of its own, as operators run it: WEMESSE_LOG_LEVEL=info (its default: one JSON access line per request, on stderr into a file), WEMESSE_METRICS_ADDR on 127.0.0.1 (as docker-compose.yml's replicas), answers signed; against %s (%s) serving the same bytes from a file on another 127.0.0.1 port, worker_processes auto, sendfile on, its default (combined) access_log into a file, keepalive_requests raised to 1000000 so that neither side closes connections; the same load, warm-up and alternation as the update row, nginx first",
+		ng.Version, nginxPath)
+	if err := u.warmUp(ctx, b, gen, r, "update vs nginx", ng.URL, r.srv.URL); err != nil {
+		return err
+	}
+	before, err := ng.accessLines()
+	if err != nil {
+		return err
+	}
+	var ngSt, srvSt loadStats
+	var peak int64
+	for round := 1; round <= u.rounds; round++ {
+		b.logf("update vs nginx on %s: round %d of %d: nginx, then server, %s each", kind, round, u.rounds, u.duration)
+		st, err := gen.run(ctx, ng.URL, r.work, u.duration)
+		if err != nil {
+			return err
+		}
+		ngSt.add(st)
+		st, pk, err := u.measureServer(ctx, gen, r)
+		peak = max(peak, pk)
+		if err != nil {
+			return err
+		}
+		srvSt.add(st)
+	}
+	// Both logs must have a line for every request answered: each side
+	// pays for what it is compared on. The server writes its lines within
+	// its flush interval (100 ms).
+	if after, err := ng.accessLines(); err != nil || after-before < ngSt.ok {
+		return fmt.Errorf("nginx's access log has %d new lines for %d answers (%v)", after-before, ngSt.ok, err)
+	}
+	time.Sleep(time.Second)
+	if n, err := countLines(r.srv.LogPath, []byte(`"msg":"request"`)); err != nil || n < srvSt.ok {
+		return fmt.Errorf("the server's log has %d access lines for %d answers (%v)", n, srvSt.ok, err)
+	}
+	ratio := srvSt.rate() / ngSt.rate()
+	row := resultRow{
+		scenario:  fmt.Sprintf("update check vs nginx, %d conns, access log on", u.conns),
+		db:        kind,
+		measured:  fmtRate(srvSt.rate(), "req/s"),
+		p50:       fmtDuration(srvSt.p(0.5)),
+		p99:       fmtDuration(srvSt.p(0.99)),
+		rss:       fmtMB(kbToMB(peak)),
+		reference: fmt.Sprintf("%s, p50 %s, p99 %s: nginx, same %d bytes from a file, access_log on", fmtRate(ngSt.rate(), "req/s"), fmtDuration(ngSt.p(0.5)), fmtDuration(ngSt.p(0.99)), len(r.body)),
+		ratio:     fmtRatio(ratio),
+		checks: []rowCheck{
+			{label: "ratio", target: target{value: ratio, op: ">=", limit: updateMinNginxRatio, format: fmtRatio}},
+			{label: "p99", target: target{value: ms(srvSt.p(0.99)), op: "<", limit: ms(updateMaxP99), format: fmtMS}},
+		},
+	}
+	row.checks = appendFailures(row.checks, srvSt)
+	rep.result(row)
+	noteFailures(rep, "update check vs nginx on "+kind+", server", srvSt)
+	noteFailures(rep, "update check vs nginx on "+kind+", nginx", ngSt)
 	return nil
 }
 
