@@ -71,6 +71,22 @@ func (b *bench) newRig(ctx context.Context, rep *report, kind, scenario string, 
 	return r, nil
 }
 
+// newReleaseRig is newRig with a small build of benchVersion uploaded: the
+// release that update checks are offered and device reports count.
+func (b *bench) newReleaseRig(ctx context.Context, rep *report, kind, scenario string, env map[string]string) (*rig, error) {
+	r, err := b.newRig(ctx, rep, kind, scenario, env)
+	if err != nil {
+		return nil, err
+	}
+	c := newClient()
+	defer c.CloseIdleConnections()
+	if err := uploadBuild(ctx, c, r.srv.URL, r.admin, benchVersion, 4096); err != nil {
+		r.close()
+		return nil, err
+	}
+	return r, nil
+}
+
 func setSuffix(e envSetter) string {
 	if len(e) == 0 {
 		return ""

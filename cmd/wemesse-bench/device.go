@@ -103,7 +103,7 @@ type deviceSide struct {
 // newSide starts a server on a new database with a release of benchVersion
 // and a client secret.
 func (d *deviceScenario) newSide(ctx context.Context, b *bench, rep *report, kind, table string) (_ *deviceSide, err error) {
-	r, err := b.newRig(ctx, rep, kind, "device", nil)
+	r, err := b.newReleaseRig(ctx, rep, kind, "device", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -114,9 +114,6 @@ func (d *deviceScenario) newSide(ctx context.Context, b *bench, rep *report, kin
 	}()
 	c := newClient()
 	defer c.CloseIdleConnections()
-	if err := uploadBuild(ctx, c, r.srv.URL, r.admin, benchVersion, 4096); err != nil {
-		return nil, err
-	}
 	b.logf("device on %s, %s: creating a client secret", kind, table)
 	_, client, err := r.srv.CreateSecret(ctx, model.RoleClient)
 	if err != nil {

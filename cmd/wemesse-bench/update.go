@@ -87,10 +87,10 @@ type updateRig struct {
 	work        workload
 }
 
-// newUpdateRig starts a server with env, uploads the release every check
-// is offered and captures its answer. The caller must close it.
+// newUpdateRig starts a server with env and the release every check is
+// offered, and captures its answer. The caller must close it.
 func (u *updateScenario) newUpdateRig(ctx context.Context, b *bench, rep *report, kind, scenario string, env map[string]string) (_ *updateRig, err error) {
-	r, err := b.newRig(ctx, rep, kind, scenario, env)
+	r, err := b.newReleaseRig(ctx, rep, kind, scenario, env)
 	if err != nil {
 		return nil, err
 	}
@@ -102,9 +102,6 @@ func (u *updateScenario) newUpdateRig(ctx context.Context, b *bench, rep *report
 	}()
 	c := newClient()
 	defer c.CloseIdleConnections()
-	if err := uploadBuild(ctx, c, r.srv.URL, r.admin, benchVersion, 4096); err != nil {
-		return nil, err
-	}
 	devices := make([]string, updateDevices)
 	for i := range devices {
 		devices[i] = proctest.NewSecret(12)
