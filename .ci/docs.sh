@@ -2,8 +2,9 @@
 # Checks that the documentation stays a front door and a set of references:
 # README.md at most 200 lines with no line over 600 characters,
 # BENCHMARKS.md at most 250 lines, every relative link in a tracked
-# Markdown file and every file the README's tour uploads existing, and nothing in the
-# repository referring to files outside it.
+# Markdown file and every file the README's tour uploads existing, every
+# folder under cmd/ and internal/ in the README's map of the code, and
+# nothing in the repository referring to files outside it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,11 @@ while IFS= read -r md; do
 		[[ -e "$dir/$target" ]] || bad "$md links to $target, which does not exist"
 	done < <(grep -o '](\([^)]*\))' "$md" | sed 's/^](//; s/)$//')
 done < <(git ls-files '*.md')
+
+# The README's map of the code names every folder under cmd/ and internal/.
+for d in $(git ls-files cmd internal | cut -d/ -f1-2 | sort -u); do
+	grep -q "\`$d\`" README.md || bad "README.md's map of the code does not name $d"
+done
 
 # Files the README's commands upload (curl -F name=@path) exist.
 while IFS= read -r f; do
