@@ -61,10 +61,25 @@ func TestRequestID(t *testing.T) {
 	}
 }
 
-func TestFormatRequestID(t *testing.T) {
+func TestAppendRequestID(t *testing.T) {
 	for _, n := range []uint64{0, 1, 42, 99999, 100000, 123456, 1234567, 1<<64 - 1} {
-		if got, want := formatRequestID("host/abc", n), fmt.Sprintf("%s-%06d", "host/abc", n); got != want {
-			t.Errorf("formatRequestID(%d) = %q, want %q", n, got, want)
+		if got, want := string(appendRequestID([]byte("x"), "host/abc", n)), fmt.Sprintf("x%s-%06d", "host/abc", n); got != want {
+			t.Errorf("appendRequestID(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// TestRequestIDs checks that the ids made in batches are the counter's, in
+// order, each a header value of its own.
+func TestRequestIDs(t *testing.T) {
+	g := &requestIDs{prefix: "h/p", next: 1}
+	var vals [][]string
+	for range 3*requestIDBatch + 5 {
+		vals = append(vals, g.take())
+	}
+	for i, v := range vals {
+		if want := fmt.Sprintf("h/p-%06d", i+1); len(v) != 1 || cap(v) != 1 || v[0] != want {
+			t.Fatalf("id %d: got %q (cap %d), want [%s]", i, v, cap(v), want)
 		}
 	}
 }
