@@ -9,12 +9,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/wemesse/server/internal/dbtest"
+	"github.com/wemesse/server/internal/logbatch"
 	"github.com/wemesse/server/internal/proctest"
 )
 
@@ -108,4 +110,37 @@ func TestProcess_sigtermLosesNoAccessLine(t *testing.T) {
 		t.Errorf("%d of %d answered requests have no access line after SIGTERM", missing, len(answered))
 	}
 	t.Logf("%d requests answered, all logged", len(answered))
+}
+
+// TestRun_shutdownWritesHeldLines holds every log line until shutdown (a
+// flush interval of an hour): run must write them all before it returns,
+// as it does on SIGTERM.
+func TestRun_shutdownWritesHeldLines(t *testing.T) {
+	defer func(o logbatch.Options) { logOptions = o }(logOptions)
+	logOptions = logbatch.Options{Interval: time.Hour}
+	s := startServer(t, map[string]string{"WEMESSE_LOG_LEVEL": "info"})
+	const n = 100 // lines well under one buffer (64 KiB), so none is written early
+	for i := range n {
+		req, _ := http.NewRequest(http.MethodGet, s.base+"/api/v1/updates/2264_00", nil)
+		req.Header.Set("X-Request-Id", fmt.Sprintf("held-%d", i))
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if got := s.log.String(); got != "" {
+		t.Fatalf("lines were written before shutdown, so this test shows nothing: %.300s", got)
+	}
+	s.stop(t)
+	logged := s.log.String()
+	for i := range n {
+		if !strings.Contains(logged, fmt.Sprintf(`"request_id":"held-%d"`, i)) {
+			t.Fatalf("no access line for request %d after shutdown", i)
+		}
+	}
+	if !strings.Contains(logged, `"msg":"stopped"`) {
+		t.Error("no stopped line: the log was cut before the end")
+	}
 }

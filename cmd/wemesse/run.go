@@ -46,6 +46,9 @@ const usage = `usage:
                                                each declares (PackageName, ...); report failures, delete nothing
 Settings come from WEMESSE_* environment variables and a .env file.`
 
+// logOptions batch serve's log: logbatch's defaults, which tests change.
+var logOptions logbatch.Options
+
 // run is the whole program, with its environment passed in so tests can
 // drive it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -60,7 +63,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cmd == "serve" {
 		// The server's lines go out in batches (see logbatch): one
 		// write(2) per line would cost an update check much of its time.
-		sink := logbatch.New(stderr, logbatch.Options{})
+		sink := logbatch.New(stderr, logOptions)
 		defer sink.Close()
 		log := slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: cfg.LogLevel}))
 		return serve(ctx, cfg, log, sink, getenv)
