@@ -141,7 +141,9 @@ func VerifyWith(r io.ReaderAt, size int64, known *Chunks) (Info, error) {
 		return Info{}, verdict("its v2 signature says it was also signed with v3, but the v3 signature is missing")
 	}
 	var v1 *schemeResult
-	if info.MinSdk < sdkN || (v2 == nil && v3 == nil) {
+	// Devices below SDK 24 check only v1; those below SDK 28 know no v3,
+	// so without v2 they fall back to v1 too.
+	if info.MinSdk < sdkN || (v2 == nil && (v3 == nil || info.MinSdk < sdkP)) {
 		if v1, err = verifyV1(zr, byName, info.MinSdk, blocks); err != nil {
 			return Info{}, err
 		}

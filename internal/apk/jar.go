@@ -131,6 +131,9 @@ func verifyV1(zr *zip.Reader, byName map[string]*zip.File, minSdk int, blocks ma
 		if len(blocks) == 0 {
 			return nil, verdict("it is not signed: it has no JAR signature (META-INF/MANIFEST.MF) and no APK Signing Block")
 		}
+		if minSdk >= sdkN {
+			return nil, verdict("it is not signed with a JAR (v1) signature or v2, one of which devices below Android 9 (SDK 28) need, and its minSdkVersion is %d", minSdk)
+		}
 		return nil, verdict("it is not signed with a JAR (v1) signature, which devices below Android 7.0 (SDK 24) need, and its minSdkVersion is %d", minSdk)
 	}
 	manifest, err := readEntry(mf, maxMetaFile)

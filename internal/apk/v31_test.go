@@ -155,6 +155,9 @@ func TestVerify_v31(t *testing.T) {
 		{"v3.1 signer not a rotation of the older signer", []testBlock{
 			{id: idV2, signer: a}, {id: idV3, signer: a, min: 24, max: 32},
 			{id: idV31, signer: c, min: 33, max: platformMax}}, nil, "neither its older schemes' signer nor a rotation"},
+		// Android 7.0 to 8.1 (SDK 24 to 27) know v2 but not v3: without
+		// v2 they fall back to JAR signing.
+		{"v3 only, minSdk 24, no JAR signature", []testBlock{{id: idV3, signer: a, min: 24, max: platformMax}}, nil, "not signed with a JAR (v1) signature"},
 		{"proof-of-rotation that does not end with the signer", []testBlock{
 			{id: idV2, signer: a}, {id: idV3, signer: c, min: 24, max: platformMax, rotation: rotation}}, nil, "does not end with its signing certificate"},
 	}
