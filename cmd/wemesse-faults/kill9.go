@@ -178,7 +178,7 @@ func kill9Verify(ctx context.Context, rg *rig, builds []storedBuild) error {
 		return err
 	}
 	h.info("server pid %d", s.Pid())
-	h.check(strings.Contains(s.Log(), "removed staged files left by an interrupted upload"),
+	h.check(s.WaitLog("removed staged files left by an interrupted upload", 5*time.Second),
 		"the restarted server logged that it removed the staged file of the interrupted upload")
 	if err := rg.verifyGone(ctx, kill9Version, kill9Name); err != nil {
 		return err

@@ -129,13 +129,9 @@ func TestServer(t *testing.T) {
 		}
 	}
 
-	// Access lines are written in batches, at least every 100 ms: wait
-	// for the last request's line, since kill -9 loses what is unflushed.
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.Log(), "/api/v1/stats"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("the restart's log has no access line for /api/v1/stats after 10s:\n%s", s.Log())
-		}
-		time.Sleep(20 * time.Millisecond)
+	// kill -9 loses the lines not yet flushed: wait for the last request's.
+	if !s.WaitLog("/api/v1/stats", 10*time.Second) {
+		t.Fatalf("the restart's log has no access line for /api/v1/stats after 10s:\n%s", s.Log())
 	}
 	if err := s.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -248,6 +248,20 @@ func (s *Server) Log() string {
 	return readTail(f, s.logOffset)
 }
 
+// WaitLog waits up to d for the current process's log to contain substr,
+// and reports whether it does. The server writes its log in batches, at
+// least every 100 ms, so a line is not in the file the moment it is logged.
+func (s *Server) WaitLog(substr string, d time.Duration) bool {
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(s.Log(), substr) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 // LogTail returns the last n lines of the current process's log.
 func (s *Server) LogTail(n int) string { return LastLines(s.Log(), n) }
 
