@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/big"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -209,6 +210,7 @@ func verifyV3(block []byte, d *digester, name string, from, to int) (*schemeResu
 		from = res.minSdk // v3.1 starts where its signers say; v3 covers below
 	}
 	next := from
+	var used []string // the certificates of the signers the range relies on
 	for _, s := range signers {
 		if s.maxSdk < next {
 			continue
@@ -218,12 +220,21 @@ func verifyV3(block []byte, d *digester, name string, from, to int) (*schemeResu
 		}
 		next = s.maxSdk + 1
 		res.certs, res.lineage = []string{s.cert}, s.lineage
+		used = append(used, s.cert)
 		if s.maxSdk >= to {
 			break
 		}
 	}
 	if from <= to && next <= to {
 		return nil, verdict("its %s signers do not cover SDK versions %d to %d", name, next, to)
+	}
+	// A device verifies only the signer of its SDK, and updates an app
+	// only with its signer or a rotation of it: each signer of the range
+	// must be the newest one or an ancestor in its lineage.
+	for _, c := range used {
+		if c != res.certs[0] && !slices.Contains(res.lineage, c) {
+			return nil, verdict("its %s signer for older SDK versions is neither its newest signer nor in its lineage", name)
+		}
 	}
 	if res.certs == nil { // the APK's range lies outside the block's: use its newest signer
 		last := signers[len(signers)-1]

@@ -76,6 +76,7 @@ type testBlock struct {
 	signer   *testSigner
 	min, max uint32
 	rotation []byte
+	also     []testBlock // further signers of the same block (their id unused)
 }
 
 // buildAPK assembles an APK with the given blocks over digest, the
@@ -100,17 +101,21 @@ func buildAPK(tb testing.TB, blocks []testBlock, digest []byte) (apk []byte, ent
 	}
 	var pairs []byte
 	for _, b := range blocks {
-		var attrs []byte
-		if b.rotation != nil {
-			attrs = lpb(cat(le32(attrRotation), b.rotation))
+		var recs []byte
+		for _, s := range append([]testBlock{b}, b.also...) {
+			var attrs []byte
+			if s.rotation != nil {
+				attrs = lpb(cat(le32(attrRotation), s.rotation))
+			}
+			sdk := cat(le32(s.min), le32(s.max))
+			if b.id == idV2 {
+				sdk = nil
+			}
+			signed := cat(lpb(lpb(cat(le32(0x0103), lpb(digest)))), lpb(lpb(s.signer.cert)), sdk, lpb(attrs))
+			rec := cat(lpb(signed), sdk, lpb(lpb(cat(le32(0x0103), lpb(s.signer.sign(tb, signed))))), lpb(s.signer.spki))
+			recs = append(recs, lpb(rec)...)
 		}
-		sdk := cat(le32(b.min), le32(b.max))
-		if b.id == idV2 {
-			sdk = nil
-		}
-		signed := cat(lpb(lpb(cat(le32(0x0103), lpb(digest)))), lpb(lpb(b.signer.cert)), sdk, lpb(attrs))
-		rec := cat(lpb(signed), sdk, lpb(lpb(cat(le32(0x0103), lpb(b.signer.sign(tb, signed))))), lpb(b.signer.spki))
-		value := lpb(lpb(rec))
+		value := lpb(recs)
 		pairs = append(pairs, cat(binary.LittleEndian.AppendUint64(nil, uint64(4+len(value))), le32(b.id), value)...)
 	}
 	size := uint64(len(pairs) + 24)
@@ -158,6 +163,12 @@ func TestVerify_v31(t *testing.T) {
 		// Android 7.0 to 8.1 (SDK 24 to 27) know v2 but not v3: without
 		// v2 they fall back to JAR signing.
 		{"v3 only, minSdk 24, no JAR signature", []testBlock{{id: idV3, signer: a, min: 24, max: platformMax}}, nil, "not signed with a JAR (v1) signature"},
+		// A device of SDK 28 to 32 verifies only the first v3 signer,
+		// then refuses it as an update of an app signed by a.
+		{"v3 signer for older SDKs neither the newest signer nor in its lineage", []testBlock{
+			{id: idV2, signer: a}, {id: idV3, signer: c, min: 24, max: 32, also: []testBlock{{signer: a, min: 33, max: platformMax}}}}, nil, "neither its newest signer nor in its lineage"},
+		{"v3 signer for older SDKs in the newest signer's lineage", []testBlock{
+			{id: idV2, signer: a}, {id: idV3, signer: a, min: 24, max: 32, also: []testBlock{{signer: b, min: 33, max: platformMax, rotation: rotation}}}}, b, ""},
 		{"proof-of-rotation that does not end with the signer", []testBlock{
 			{id: idV2, signer: a}, {id: idV3, signer: c, min: 24, max: platformMax, rotation: rotation}}, nil, "does not end with its signing certificate"},
 	}
