@@ -163,6 +163,8 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if u, err := url.Parse(c.StorageURL); c.StorageURL != "" && (err != nil || u.Scheme != "s3" || u.Host == "") {
 		p.fail("WEMESSE_STORAGE_URL must look like s3://bucket/prefix")
+	} else if c.StorageURL != "" && u.User != nil {
+		p.fail("WEMESSE_STORAGE_URL must not hold credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 	}
 	if c.StorageRedirect && c.StorageURL == "" {
 		p.fail("WEMESSE_STORAGE_REDIRECT needs WEMESSE_STORAGE_URL: only object storage can presign download links")

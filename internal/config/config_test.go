@@ -264,6 +264,8 @@ func TestLoad_errors(t *testing.T) {
 		{"tracks_without_stable", map[string]string{"WEMESSE_TRACKS": "beta,production"}, "WEMESSE_TRACKS"},
 		{"tracks_bad_name", map[string]string{"WEMESSE_TRACKS": "Beta,stable"}, "WEMESSE_TRACKS"},
 		{"tracks_twice", map[string]string{"WEMESSE_TRACKS": "beta,beta,stable"}, "WEMESSE_TRACKS"},
+		// Credentials belong in AWS_*: in the URL they would reach the start-up log.
+		{"storage_url_with_credentials", map[string]string{"WEMESSE_STORAGE_URL": "s3://AKIA:s3-secret@bucket/prefix"}, "WEMESSE_STORAGE_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
