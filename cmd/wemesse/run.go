@@ -312,6 +312,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, sink *logba
 		return fmt.Errorf("listen: %w", err)
 	}
 	ln = handler.LimitConnections(ln, cfg.MaxConnections, log)
+	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLSCert != "")
+	// The start-up lines (a generated secret, staged files removed) are
+	// out before the first answer: whoever sees the server answer can read
+	// them, and a crash right after start cannot lose them.
+	if !sink.Flush(time.Second) {
+		log.Warn("the log sink took more than 1s to take the start-up lines")
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if cfg.TLSCert != "" {
@@ -320,7 +327,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, sink *logba
 			errc <- srv.Serve(ln)
 		}
 	}()
-	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLSCert != "")
 
 	select {
 	case err := <-errc:

@@ -54,8 +54,9 @@ type Writer struct {
 	dropped  atomic.Uint64 // lines dropped, ever
 	reported uint64        // dropped lines already reported in the sink (flusher only)
 
-	stop chan struct{}
-	done chan struct{}
+	flushes chan chan struct{} // Flush's requests, each closed when done
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // New starts a Writer that writes to out. Close must be called to write
@@ -72,11 +73,12 @@ func New(out io.Writer, o Options) *Writer {
 	}
 	w := &Writer{
 		out: out, interval: o.Interval, size: o.BufferSize,
-		cur:  make([]byte, 0, o.BufferSize),
-		free: make(chan []byte, o.Buffers),
-		full: make(chan []byte, o.Buffers),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		cur:     make([]byte, 0, o.BufferSize),
+		free:    make(chan []byte, o.Buffers),
+		full:    make(chan []byte, o.Buffers),
+		flushes: make(chan chan struct{}),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	for range o.Buffers - 1 {
 		w.free <- make([]byte, 0, o.BufferSize)
@@ -189,6 +191,9 @@ func (w *Writer) flush() {
 			w.write(b)
 		case <-tick.C:
 			w.writeCurrent()
+		case done := <-w.flushes:
+			w.writeAll()
+			close(done)
 		case <-w.stop:
 			for {
 				select {
@@ -200,6 +205,46 @@ func (w *Writer) flush() {
 				}
 			}
 		}
+	}
+}
+
+// writeAll writes the queued buffers and the current one, holding w.mu so
+// that no line comes between them: Writes wait meanwhile.
+func (w *Writer) writeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.full) > 0 { // only the flusher takes from full, and no Write adds to it now
+		w.write(<-w.full)
+	}
+	if len(w.cur) > 0 {
+		if _, err := w.out.Write(w.cur); err != nil {
+			w.dropped.Add(lines(w.cur))
+		}
+		w.cur = w.cur[:0]
+	}
+	w.report()
+}
+
+// Flush writes every line held so far, and waits at most timeout for
+// that; it reports whether they were written in time. The server calls it
+// once its start-up lines are logged, before it serves, so that they are
+// out before the first answer.
+func (w *Writer) Flush(timeout time.Duration) bool {
+	done := make(chan struct{})
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case w.flushes <- done:
+	case <-w.done:
+		return true // closed: everything was written
+	case <-t.C:
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 

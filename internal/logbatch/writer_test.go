@@ -220,3 +220,24 @@ func TestAppendTime(t *testing.T) {
 		}
 	}
 }
+
+func TestWriter_flushWritesWhatIsHeld(t *testing.T) {
+	var s sink
+	w := logbatch.New(&s, logbatch.Options{Interval: time.Hour, BufferSize: 64, Buffers: 2})
+	defer w.Close()
+	for i := range 5 {
+		fmt.Fprintf(w, "line %d of twenty\n", i) // the first buffer fills and is queued
+	}
+	if !w.Flush(time.Minute) {
+		t.Fatal("Flush timed out on a sink that takes every line")
+	}
+	if got, _ := lines(t, s.String()); len(got) != 5 || got[4] != "line 4 of twenty" {
+		t.Fatalf("after Flush the sink holds %q", got)
+	}
+	s.gate.Lock() // a stalled sink: Flush gives up after its timeout
+	fmt.Fprintf(w, "stuck\n")
+	if w.Flush(50 * time.Millisecond) {
+		t.Error("Flush reported success on a stalled sink")
+	}
+	s.gate.Unlock()
+}
