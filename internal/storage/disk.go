@@ -248,9 +248,16 @@ func (d *Disk) stagedName(staged string) (string, error) {
 	return path.Join(stagingDir, staged), nil
 }
 
+// MaxKeyDepth bounds how many path segments a key has. A release's file is
+// <abi>/<version>/<name> at most; the bound leaves room for an object
+// storage prefix and an earlier server's layout, and keeps the per-segment
+// link checks of Disk cheap.
+const MaxKeyDepth = 16
+
 // ValidKey reports whether key is a safe relative file path for storage.
 func ValidKey(key string) bool {
-	if key == "" || len(key) > 1024 || !fs.ValidPath(key) || strings.ContainsRune(key, '\\') {
+	if key == "" || len(key) > 1024 || !fs.ValidPath(key) || strings.ContainsRune(key, '\\') ||
+		strings.Count(key, "/") >= MaxKeyDepth {
 		return false
 	}
 	for _, seg := range strings.Split(key, "/") {

@@ -61,6 +61,8 @@ func TestValidKey(t *testing.T) {
 		"a//b":                      false,
 		`a\..\b`:                    false,
 		"a/":                        false,
+		strings.Repeat("a/", MaxKeyDepth-1) + "b": true,
+		strings.Repeat("a/", MaxKeyDepth) + "b":   false,
 	}
 	for key, want := range tests {
 		if got := ValidKey(key); got != want {
