@@ -369,3 +369,37 @@ func TestNewAPK(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMachineCPU(t *testing.T) {
+	for _, tc := range []struct {
+		name, line string
+		busy, idle time.Duration
+		wantErr    bool
+	}{
+		{"eight fields and guests", "cpu  100 5 50 800 20 3 7 15 0 0", 1800 * time.Millisecond, 8200 * time.Millisecond, false},
+		{"a core's line", "cpu0 1 2 3 4 5 6 7 8", 0, 0, true},
+		{"short", "cpu 1 2 3", 0, 0, true},
+		{"bad number", "cpu 1 2 x 4 5 6 7 8", 0, 0, true},
+	} {
+		busy, idle, err := parseMachineCPU(tc.line)
+		if busy != tc.busy || idle != tc.idle || (err != nil) != tc.wantErr {
+			t.Errorf("%s: parseMachineCPU = %v, %v, %v; want %v, %v (error %t)", tc.name, busy, idle, err, tc.busy, tc.idle, tc.wantErr)
+		}
+	}
+}
+
+func TestMeasureCPU(t *testing.T) {
+	side := time.Duration(0)
+	used, err := measureCPU(func() (time.Duration, error) { return side, nil }, func() error {
+		side = 3 * time.Second
+		for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+		}
+		return nil
+	})
+	if err != nil || used.side != 3*time.Second || used.bench <= 0 || used.busy <= 0 {
+		t.Errorf("measureCPU = %+v, %v: want the side's 3s and some of this process's and the cores' time", used, err)
+	}
+	if s := perAnswer(3*time.Second, 1000); s != "3000.0 µs" {
+		t.Errorf("perAnswer = %q", s)
+	}
+}

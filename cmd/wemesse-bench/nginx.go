@@ -151,6 +151,9 @@ func (n *nginxProcess) waitServing(ctx context.Context, body []byte) error {
 }
 
 // accessLines counts the lines of nginx's access log.
+// cpuTime is the CPU time nginx's master and workers have used.
+func (n *nginxProcess) cpuTime() (time.Duration, error) { return processTreeCPU(n.cmd.Process.Pid) }
+
 func (n *nginxProcess) accessLines() (int, error) { return countLines(n.dir+"/access.log", nil) }
 
 // countLines counts the lines of a file that contain substr (all lines

@@ -68,6 +68,9 @@ type staticProcess struct {
 
 // startStaticProcess runs this tool as a static-reference child serving
 // body, and waits until it listens. The caller must close it.
+// cpuTime is the CPU time the process has used.
+func (p *staticProcess) cpuTime() (time.Duration, error) { return processTreeCPU(p.cmd.Process.Pid) }
+
 func startStaticProcess(ctx context.Context, contentType string, body []byte) (_ *staticProcess, err error) {
 	self, err := os.Executable()
 	if err != nil {

@@ -149,15 +149,32 @@ func (u *updateScenario) warmUp(ctx context.Context, b *bench, gen generator, r 
 	return settle(ctx, b, r.srv)
 }
 
-// measureServer runs one measured run on the server, and returns its
-// stats and the server's peak RSS during it.
-func (u *updateScenario) measureServer(ctx context.Context, gen generator, r *updateRig) (loadStats, int64, error) {
+// measure runs one measured run on the side at base, whose CPU time side
+// reads, and returns its stats and the CPU it cost.
+func (u *updateScenario) measure(ctx context.Context, gen generator, r *updateRig, base string, side func() (time.Duration, error)) (st loadStats, used cpuMark, err error) {
+	used, err = measureCPU(side, func() (err error) {
+		st, err = gen.run(ctx, base, r.work, u.duration)
+		return err
+	})
+	return st, used, err
+}
+
+// measureServer is measure on the server, with its peak RSS during the run.
+func (u *updateScenario) measureServer(ctx context.Context, gen generator, r *updateRig) (loadStats, cpuMark, int64, error) {
 	pt, err := trackPeak(ctx, r.srv)
 	if err != nil {
-		return loadStats{}, 0, err
+		return loadStats{}, cpuMark{}, 0, err
 	}
-	st, err := gen.run(ctx, r.srv.URL, r.work, u.duration)
-	return st, pt.done(), err
+	st, used, err := u.measure(ctx, gen, r, r.srv.URL, r.srv.CPUTime)
+	return st, used, pt.done(), err
+}
+
+// noteCPU says where each side's time went: the CPU per answer, and the
+// cores left idle while answers were awaited.
+func noteCPU(rep *report, what, refName string, refCPU cpuMark, refSt loadStats, srvCPU cpuMark, srvSt loadStats) {
+	rep.notef("%s, CPU per answer (user and system, the kernel's network work included): %s %s, its load generator %s, cores idle %.1f %%; the server %s, its load generator %s, cores idle %.1f %%",
+		what, refName, perAnswer(refCPU.side, refSt.ok), perAnswer(refCPU.bench, refSt.ok), 100*refCPU.idleShare(),
+		perAnswer(srvCPU.side, srvSt.ok), perAnswer(srvCPU.bench, srvSt.ok), 100*srvCPU.idleShare())
 }
 
 func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, gen generator, kind string) error {
@@ -192,6 +209,7 @@ func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, 
 		return err
 	}
 	var inSt, refSt, srvSt loadStats
+	var refCPU, srvCPU cpuMark
 	var peak int64
 	for round := 1; round <= u.rounds; round++ {
 		b.logf("update on %s: round %d of %d: reference process, then server, %s each", kind, round, u.rounds, u.duration)
@@ -202,17 +220,19 @@ func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, 
 			}
 			inSt.add(st)
 		}
-		st, err := gen.run(ctx, ref.URL, r.work, u.duration)
+		st, used, err := u.measure(ctx, gen, r, ref.URL, ref.cpuTime)
 		if err != nil {
 			return err
 		}
 		refSt.add(st)
-		st, pk, err := u.measureServer(ctx, gen, r)
+		refCPU = refCPU.add(used)
+		st, used, pk, err := u.measureServer(ctx, gen, r)
 		peak = max(peak, pk)
 		if err != nil {
 			return err
 		}
 		srvSt.add(st)
+		srvCPU = srvCPU.add(used)
 	}
 
 	row := resultRow{
@@ -244,6 +264,7 @@ func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, 
 		})
 		noteFailures(rep, "update check on "+kind+", in-process handler", inSt)
 	}
+	noteCPU(rep, "update on "+kind, "the reference process", refCPU, refSt, srvCPU, srvSt)
 	noteFailures(rep, "update check on "+kind+", server", srvSt)
 	noteFailures(rep, "update check on "+kind+", reference process", refSt)
 	return nil
@@ -285,20 +306,23 @@ func (u *updateScenario) runNginx(ctx context.Context, b *bench, rep *report, ge
 		return err
 	}
 	var ngSt, srvSt loadStats
+	var ngCPU, srvCPU cpuMark
 	var peak int64
 	for round := 1; round <= u.rounds; round++ {
 		b.logf("update vs nginx on %s: round %d of %d: nginx, then server, %s each", kind, round, u.rounds, u.duration)
-		st, err := gen.run(ctx, ng.URL, r.work, u.duration)
+		st, used, err := u.measure(ctx, gen, r, ng.URL, ng.cpuTime)
 		if err != nil {
 			return err
 		}
 		ngSt.add(st)
-		st, pk, err := u.measureServer(ctx, gen, r)
+		ngCPU = ngCPU.add(used)
+		st, used, pk, err := u.measureServer(ctx, gen, r)
 		peak = max(peak, pk)
 		if err != nil {
 			return err
 		}
 		srvSt.add(st)
+		srvCPU = srvCPU.add(used)
 	}
 	// Both logs must have a line for every request answered: each side
 	// pays for what it is compared on. The server writes its lines within
@@ -327,6 +351,7 @@ func (u *updateScenario) runNginx(ctx context.Context, b *bench, rep *report, ge
 	}
 	row.checks = appendFailures(row.checks, srvSt)
 	rep.result(row)
+	noteCPU(rep, "update vs nginx on "+kind, "nginx", ngCPU, ngSt, srvCPU, srvSt)
 	noteFailures(rep, "update check vs nginx on "+kind+", server", srvSt)
 	noteFailures(rep, "update check vs nginx on "+kind+", nginx", ngSt)
 	return nil

@@ -11,6 +11,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -69,7 +70,11 @@ func (u *uploadScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 	defer ref.close()
 
 	b.logf("upload on %s: %s to the discarding handler", kind, fmtSize(u.size))
-	refTime, err := body.post(ctx, ref.URL+"/", "", http.StatusCreated)
+	var refTime time.Duration
+	refCPU, err := measureCPU(nil, func() (err error) {
+		refTime, err = body.post(ctx, ref.URL+"/", "", http.StatusCreated)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("reference: %w", err)
 	}
@@ -82,7 +87,11 @@ func (u *uploadScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 		return err
 	}
 	before := pt.before
-	srvTime, err := body.post(ctx, r.srv.URL+"/api/v1/updates", r.admin, http.StatusCreated)
+	var srvTime time.Duration
+	srvCPU, err := measureCPU(r.srv.CPUTime, func() (err error) {
+		srvTime, err = body.post(ctx, r.srv.URL+"/api/v1/updates", r.admin, http.StatusCreated)
+		return err
+	})
 	peak := pt.done()
 	if err != nil {
 		return err
@@ -106,6 +115,13 @@ func (u *uploadScenario) runDB(ctx context.Context, b *bench, rep *report, kind 
 			{label: "RSS growth", target: target{value: growth, op: "<", limit: uploadMaxGrowthMB, format: fmtMB}},
 		},
 	})
+	// The CPU each run took, and what it implies: however the server
+	// spreads its work, the machine's cores cannot do it in less time.
+	cores := runtime.NumCPU()
+	used := srvCPU.side + srvCPU.bench
+	floor := used / time.Duration(cores)
+	rep.notef("upload on %s, CPU (user and system) for the %s: the reference run %.2f s (the bench process: client and discarding handler), cores idle %.0f %%; the server run %.2f s (server %.2f s, client %.2f s), cores idle %.0f %%. On %d cores the server run cannot take less than %.2f s: a ratio of at most %.2f.",
+		kind, fmtSize(u.size), refCPU.bench.Seconds(), 100*refCPU.idleShare(), used.Seconds(), srvCPU.side.Seconds(), srvCPU.bench.Seconds(), 100*srvCPU.idleShare(), cores, floor.Seconds(), refTime.Seconds()/floor.Seconds())
 	return nil
 }
 

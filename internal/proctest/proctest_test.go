@@ -28,6 +28,25 @@ func TestParseStatus(t *testing.T) {
 	}
 }
 
+func TestParseStat(t *testing.T) {
+	for _, tc := range []struct {
+		name, stat string
+		want       Stat
+		wantErr    bool
+	}{
+		{"plain", "4242 (wemesse) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 130 0 0 20 0 9 0 1000 0 0", Stat{PPid: 1, CPU: 3800 * time.Millisecond}, false},
+		{"command with spaces and parens", "7 (a (b) c) R 3 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 5 0 0", Stat{PPid: 3, CPU: 30 * time.Millisecond}, false},
+		{"short", "7 (x) R 1 7", Stat{}, true},
+		{"no command", "7 x R", Stat{}, true},
+		{"bad number", "7 (x) R 1 7 7 0 -1 0 0 0 0 0 many 2 0 0", Stat{}, true},
+	} {
+		got, err := ParseStat(tc.stat)
+		if got != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("%s: ParseStat = %+v, %v; want %+v (error %t)", tc.name, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
 func TestParseCreated(t *testing.T) {
 	id, secret, err := ParseCreated("Created client signature 7. Copy the secret below now: it is stored only as a hash and will not be shown again.\nabc_DEF-123\n")
 	if err != nil || id != 7 || secret != "abc_DEF-123" {

@@ -310,6 +310,55 @@ func (s *Server) Memory() (Memory, error) {
 	return ParseStatus(f)
 }
 
+// CPUTime is the CPU time, user and system, that the process and all its
+// threads have used.
+func (s *Server) CPUTime() (time.Duration, error) {
+	st, err := ReadStat(s.Pid())
+	return st.CPU, err
+}
+
+// Stat is what the tools read of a process's /proc/PID/stat.
+type Stat struct {
+	PPid int           // the parent's pid
+	CPU  time.Duration // user and system time of all its threads
+}
+
+// ReadStat reads /proc/PID/stat.
+func ReadStat(pid int) (Stat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return Stat{}, err
+	}
+	return ParseStat(string(b))
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every Linux
+// architecture Go supports.
+const clockTicks = 100
+
+// ParseStat reads a /proc/PID/stat text: ppid is its 4th field, utime and
+// stime its 14th and 15th. The 2nd, the command, may hold spaces and
+// parentheses, so fields are counted from its closing one.
+func ParseStat(stat string) (Stat, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return Stat{}, errors.New("/proc stat: no command")
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is the 3rd field, the state
+	if len(f) < 13 {
+		return Stat{}, errors.New("/proc stat: too few fields")
+	}
+	var n [3]int64
+	for j, k := range []int{1, 11, 12} {
+		v, err := strconv.ParseInt(f[k], 10, 64)
+		if err != nil || v < 0 {
+			return Stat{}, fmt.Errorf("/proc stat: field %d is %q", k+3, f[k])
+		}
+		n[j] = v
+	}
+	return Stat{PPid: int(n[0]), CPU: time.Duration(n[1]+n[2]) * time.Second / clockTicks}, nil
+}
+
 // ResetPeak makes VmHWM start again from the current VmRSS (Linux 4.0+:
 // "5" written to /proc/PID/clear_refs), so that a later VmHWM is the peak of
 // what ran in between.
