@@ -212,8 +212,8 @@ func (r *Releases) Update(ctx context.Context, id int64, patch model.ReleasePatc
 
 // ApplyDue applies, in time order, every pending schedule step whose time
 // has come at now, of releases that are not halted, and returns the steps
-// it applied, recording each as c. Each step is applied once across every server sharing the
-// database: under the lock of its release's row, only the transaction that
+// it applied (committed), recording each as c. Each step is applied once
+// across every server sharing the database: under the lock of its release's row, only the transaction that
 // turns the step from pending to applied sets the rollout.
 func (r *Releases) ApplyDue(ctx context.Context, now time.Time, c model.Change) ([]model.AppliedStep, error) {
 	now = now.UTC()
@@ -227,6 +227,7 @@ func (r *Releases) ApplyDue(ctx context.Context, now time.Time, c model.Change) 
 		if p.At.After(now) {
 			break
 		}
+		var done *model.AppliedStep // set once the step is written; counted once committed
 		err := db.Transaction(func(tx *gorm.DB) error {
 			row, err := lockRelease(tx, p.ReleaseID)
 			if err != nil || row.Halted {
@@ -252,11 +253,14 @@ func (r *Releases) ApplyDue(ctx context.Context, now time.Time, c model.Change) 
 			if err != nil {
 				return err
 			}
-			applied = append(applied, model.AppliedStep{ReleaseID: step.ReleaseID, Version: v, At: step.At, Rollout: int(step.Rollout)})
+			done = &model.AppliedStep{ReleaseID: step.ReleaseID, Version: v, At: step.At, Rollout: int(step.Rollout)}
 			return announce(tx, TopicReleases)
 		})
 		if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
 			return applied, translate(err, fmt.Sprintf("apply step %d", p.ID))
+		}
+		if err == nil && done != nil {
+			applied = append(applied, *done)
 		}
 	}
 	return applied, nil

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -96,6 +97,48 @@ func TestReleases_haltResumeSameDevices(t *testing.T) {
 			}
 		}
 		t.Logf("a 37%% rollout reached %d of 10000 devices before the halt and after the resume", len(before))
+	})
+}
+
+// TestReleases_ApplyDue_reportsOnlyCommitted: a step whose transaction
+// fails at its end is rolled back, and ApplyDue neither reports it as
+// applied (the server would log it) nor leaves it applied. The failing
+// statement is the last one: on PostgreSQL the announcement to the other
+// servers (pg_notify), on SQLite, which announces nothing, the audit record.
+func TestReleases_ApplyDue_reportsOnlyCommitted(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		start := time.Now()
+		releases := newReleases(t, openDB(t, dsn), func() time.Time { return start })
+		rel := upload(t, releases, "3000_01", "rollout", "1")
+		steps := []model.Step{{At: start.Add(time.Minute), Rollout: 50}}
+		if _, err := releases.Edit(ctx, rel.ID, model.ReleasePatch{Schedule: &steps}); err != nil {
+			t.Fatal(err)
+		}
+		db := openDB(t, dsn)
+		boom := errors.New("injected failure")
+		fail := func(tx *gorm.DB) {
+			if strings.Contains(tx.Statement.SQL.String(), "pg_notify") || (db.Dialector.Name() != "postgres" && tx.Statement.Table == "audit") {
+				_ = tx.AddError(boom)
+			}
+		}
+		if err := db.Callback().Raw().Before("gorm:raw").Register("test:fail_notify", fail); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Callback().Create().Before("gorm:create").Register("test:fail_audit", fail); err != nil {
+			t.Fatal(err)
+		}
+		got, err := repository.NewReleases(db).ApplyDue(ctx, start.Add(time.Hour), model.ChangeBy(ctx, model.ActionReleaseStep))
+		if err == nil || len(got) != 0 {
+			t.Fatalf("ApplyDue = %+v, %v; want no step and the failure", got, err)
+		}
+		after, err := repository.NewReleases(openDB(t, dsn)).Get(ctx, rel.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Rollout != 1 || len(after.Schedule) != 1 || after.Schedule[0].State != model.StepPending {
+			t.Errorf("after the failed step: rollout %d, schedule %+v; want 1 and the step still pending", after.Rollout, after.Schedule)
+		}
 	})
 }
 
