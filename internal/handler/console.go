@@ -49,7 +49,6 @@ func addConsole(r chi.Router, d Deps, auth *authenticator) {
 		panic(err) // the embedded tree is fixed at build time
 	}
 	r.Get("/", http.RedirectHandler(consolePrefix+"/", http.StatusFound).ServeHTTP)
-	r.Get(consolePrefix, http.RedirectHandler(consolePrefix+"/", http.StatusMovedPermanently).ServeHTTP)
 	r.Route(consolePrefix, func(r chi.Router) {
 		r.Use(consoleHeaders)
 		r.Use(c.crossOriginProtection())

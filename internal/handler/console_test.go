@@ -124,6 +124,7 @@ func TestConsole_pages(t *testing.T) {
 			wants []string
 		}{
 			{"/console/", []string{"<dd>3</dd>", "Current rollouts", "2269_01 arm64"}},
+			{"/console", []string{"<dd>3</dd>", "Current rollouts"}}, // the mount serves it as /console/
 			{"/console/releases", []string{"2268_00", "2269_01", "universal", "arm64", "20 %", "live", "mandatory", "66.7 %", "33.3 %"}},
 			{"/console/releases/2", []string{"Release 2269_01", "Faster sync", `id="rollout"`, `value="20"`, "Yank", "Purge", `id="release-chart"`}},
 			{"/console/upload", []string{`enctype="multipart/form-data"`, `hx-post="/console/upload"`, "<progress", "x86_64"}},
