@@ -56,6 +56,11 @@ type History struct {
 	mu        sync.Mutex // one count of today at a time
 	counts    []model.DayCount
 	countedAt time.Time
+	// today is counts added up per release, kept while neither the counts
+	// nor the releases (the in-memory list, which a reload replaces and
+	// never changes) move: pages ask for it on every view.
+	today    []model.ReleaseDay
+	todayFor []model.Release
 
 	pastMu sync.Mutex
 	past   map[pastKey]pastRows // see pastDays
@@ -174,7 +179,8 @@ func releaseFinder(releases []model.Release, defaultABI string) func(version, ab
 // as Run last counted them (or counted now when Run has not within two
 // Live periods: counting reads every user, so pages must not do it on each
 // request), added up per release as the releases stand now, so that a new
-// release, a purge or a download shows at once.
+// release, a purge or a download shows at once. Callers must not change
+// the rows: they are shared until either moves.
 func (h *History) Today(ctx context.Context) (model.HistoryDay, error) {
 	return h.countToday(ctx, false)
 }
@@ -191,13 +197,22 @@ func (h *History) countToday(ctx context.Context, force bool) (model.HistoryDay,
 		if err != nil {
 			return model.HistoryDay{}, err
 		}
-		h.counts, h.countedAt = counts, now
+		h.counts, h.countedAt, h.today = counts, now, nil
 	}
 	releases, err := h.current(ctx)
 	if err != nil {
 		return model.HistoryDay{}, err
 	}
-	return model.HistoryDay{Day: start, Releases: h.attribute(releases, h.counts, start, time.Time{})}, nil
+	if h.today == nil || !sameList(h.todayFor, releases) {
+		h.today, h.todayFor = h.attribute(releases, h.counts, start, time.Time{}), releases
+	}
+	return model.HistoryDay{Day: start, Releases: h.today}, nil
+}
+
+// sameList reports whether a and b are the same slice of releases, not
+// merely equal ones.
+func sameList(a, b []model.Release) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // current returns the releases as they stand: from memory when the

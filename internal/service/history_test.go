@@ -232,6 +232,43 @@ func TestHistory(t *testing.T) {
 			}
 		})
 
+		t.Run("in_memory_list", func(t *testing.T) {
+			// With the releases from memory (as serve runs it), today's
+			// rows are added up once per count and list: the same rows
+			// again until a reload replaces the list, which shows a new
+			// release at once.
+			var list []model.Release
+			load := func() {
+				var err error
+				if list, err = releases.List(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			load()
+			current := func(context.Context) ([]model.Release, error) { return list, nil }
+			mem := service.NewHistory(store, releases, service.HistoryConfig{DefaultABI: "arm64", Live: time.Hour, Current: current}, clk.now, slog.New(slog.DiscardHandler))
+			first, err := mem.Today(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := mem.Today(ctx)
+			if err != nil || len(again.Releases) == 0 || &again.Releases[0] != &first.Releases[0] {
+				t.Fatalf("a second view added today up again (%v), want the same rows", err)
+			}
+			rel := model.Release{Version: mustVersion(t, "4_0"), Name: "a.apk", Rollout: 100, FilePath: "4_0"}
+			if err := releases.Create(ctx, &rel, "", nil, func() error { return nil }, model.ChangeBy(ctx, model.ActionReleaseUpload)); err != nil {
+				t.Fatal(err)
+			}
+			load()
+			after, err := mem.Today(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(after.Releases) != len(first.Releases)+1 || after.Releases[len(after.Releases)-1].ReleaseID != rel.ID {
+				t.Errorf("after a reload today lists %+v, want the %d releases before and %d", after.Releases, len(first.Releases), rel.ID)
+			}
+		})
+
 		t.Run("bounds", func(t *testing.T) {
 			for _, n := range []int{0, -1, model.MaxHistoryDays + 1} {
 				if _, err := h.Days(ctx, n, nil); model.ErrorCode(err) != model.Invalid {
