@@ -159,22 +159,43 @@ func (u *updateScenario) measure(ctx context.Context, gen generator, r *updateRi
 	return st, used, err
 }
 
-// measureServer is measure on the server, with its peak RSS during the run.
-func (u *updateScenario) measureServer(ctx context.Context, gen generator, r *updateRig) (loadStats, cpuMark, int64, error) {
+// pairedRuns adds up the measured runs of a reference and the server,
+// taken in turns.
+type pairedRuns struct {
+	ref, srv       loadStats
+	refCPU, srvCPU cpuMark
+	peak           int64 // the server's peak RSS, kB
+}
+
+// round runs one measured run on the reference at refURL, whose CPU time
+// refCPU reads, then one on the server, and adds them up.
+func (p *pairedRuns) round(ctx context.Context, u *updateScenario, gen generator, r *updateRig, refURL string, refCPU func() (time.Duration, error)) error {
+	st, used, err := u.measure(ctx, gen, r, refURL, refCPU)
+	if err != nil {
+		return err
+	}
+	p.ref.add(st)
+	p.refCPU = p.refCPU.add(used)
 	pt, err := trackPeak(ctx, r.srv)
 	if err != nil {
-		return loadStats{}, cpuMark{}, 0, err
+		return err
 	}
-	st, used, err := u.measure(ctx, gen, r, r.srv.URL, r.srv.CPUTime)
-	return st, used, pt.done(), err
+	st, used, err = u.measure(ctx, gen, r, r.srv.URL, r.srv.CPUTime)
+	p.peak = max(p.peak, pt.done())
+	if err != nil {
+		return err
+	}
+	p.srv.add(st)
+	p.srvCPU = p.srvCPU.add(used)
+	return nil
 }
 
 // noteCPU says where each side's time went: the CPU per answer, and the
 // cores left idle while answers were awaited.
-func noteCPU(rep *report, what, refName string, refCPU cpuMark, refSt loadStats, srvCPU cpuMark, srvSt loadStats) {
+func (p *pairedRuns) noteCPU(rep *report, what, refName string) {
 	rep.notef("%s, CPU per answer (user and system, the kernel's network work included): %s %s, its load generator %s, cores idle %.1f %%; the server %s, its load generator %s, cores idle %.1f %%",
-		what, refName, perAnswer(refCPU.side, refSt.ok), perAnswer(refCPU.bench, refSt.ok), 100*refCPU.idleShare(),
-		perAnswer(srvCPU.side, srvSt.ok), perAnswer(srvCPU.bench, srvSt.ok), 100*srvCPU.idleShare())
+		what, refName, perAnswer(p.refCPU.side, p.ref.ok), perAnswer(p.refCPU.bench, p.ref.ok), 100*p.refCPU.idleShare(),
+		perAnswer(p.srvCPU.side, p.srv.ok), perAnswer(p.srvCPU.bench, p.srv.ok), 100*p.srvCPU.idleShare())
 }
 
 func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, gen generator, kind string) error {
@@ -208,9 +229,8 @@ func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, 
 	if err := u.warmUp(ctx, b, gen, r, "update", sides...); err != nil {
 		return err
 	}
-	var inSt, refSt, srvSt loadStats
-	var refCPU, srvCPU cpuMark
-	var peak int64
+	var inSt loadStats
+	var runs pairedRuns
 	for round := 1; round <= u.rounds; round++ {
 		b.logf("update on %s: round %d of %d: reference process, then server, %s each", kind, round, u.rounds, u.duration)
 		if inprocURL != "" {
@@ -220,20 +240,11 @@ func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, 
 			}
 			inSt.add(st)
 		}
-		st, used, err := u.measure(ctx, gen, r, ref.URL, ref.cpuTime)
-		if err != nil {
+		if err := runs.round(ctx, u, gen, r, ref.URL, ref.cpuTime); err != nil {
 			return err
 		}
-		refSt.add(st)
-		refCPU = refCPU.add(used)
-		st, used, pk, err := u.measureServer(ctx, gen, r)
-		peak = max(peak, pk)
-		if err != nil {
-			return err
-		}
-		srvSt.add(st)
-		srvCPU = srvCPU.add(used)
 	}
+	refSt, srvSt := runs.ref, runs.srv
 
 	row := resultRow{
 		scenario:  fmt.Sprintf("update check, %d conns", u.conns),
@@ -241,7 +252,7 @@ func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, 
 		measured:  fmtRate(srvSt.rate(), "req/s"),
 		p50:       fmtDuration(srvSt.p(0.5)),
 		p99:       fmtDuration(srvSt.p(0.99)),
-		rss:       fmtMB(kbToMB(peak)),
+		rss:       fmtMB(kbToMB(runs.peak)),
 		reference: fmt.Sprintf("%s, p50 %s, p99 %s: net/http handler process, same %d bytes", fmtRate(refSt.rate(), "req/s"), fmtDuration(refSt.p(0.5)), fmtDuration(refSt.p(0.99)), len(body)),
 		ratio:     fmtRatio(srvSt.rate() / refSt.rate()),
 		checks: []rowCheck{
@@ -264,7 +275,7 @@ func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, 
 		})
 		noteFailures(rep, "update check on "+kind+", in-process handler", inSt)
 	}
-	noteCPU(rep, "update on "+kind, "the reference process", refCPU, refSt, srvCPU, srvSt)
+	runs.noteCPU(rep, "update on "+kind, "the reference process")
 	noteFailures(rep, "update check on "+kind+", server", srvSt)
 	noteFailures(rep, "update check on "+kind+", reference process", refSt)
 	return nil
@@ -305,25 +316,14 @@ func (u *updateScenario) runNginx(ctx context.Context, b *bench, rep *report, ge
 	if err != nil {
 		return err
 	}
-	var ngSt, srvSt loadStats
-	var ngCPU, srvCPU cpuMark
-	var peak int64
+	var runs pairedRuns
 	for round := 1; round <= u.rounds; round++ {
 		b.logf("update vs nginx on %s: round %d of %d: nginx, then server, %s each", kind, round, u.rounds, u.duration)
-		st, used, err := u.measure(ctx, gen, r, ng.URL, ng.cpuTime)
-		if err != nil {
+		if err := runs.round(ctx, u, gen, r, ng.URL, ng.cpuTime); err != nil {
 			return err
 		}
-		ngSt.add(st)
-		ngCPU = ngCPU.add(used)
-		st, used, pk, err := u.measureServer(ctx, gen, r)
-		peak = max(peak, pk)
-		if err != nil {
-			return err
-		}
-		srvSt.add(st)
-		srvCPU = srvCPU.add(used)
 	}
+	ngSt, srvSt := runs.ref, runs.srv
 	// Both logs must have a line for every request answered: each side
 	// pays for what it is compared on. The server writes its lines within
 	// its flush interval (100 ms).
@@ -341,7 +341,7 @@ func (u *updateScenario) runNginx(ctx context.Context, b *bench, rep *report, ge
 		measured:  fmtRate(srvSt.rate(), "req/s"),
 		p50:       fmtDuration(srvSt.p(0.5)),
 		p99:       fmtDuration(srvSt.p(0.99)),
-		rss:       fmtMB(kbToMB(peak)),
+		rss:       fmtMB(kbToMB(runs.peak)),
 		reference: fmt.Sprintf("%s, p50 %s, p99 %s: nginx, same %d bytes from a file, access_log on", fmtRate(ngSt.rate(), "req/s"), fmtDuration(ngSt.p(0.5)), fmtDuration(ngSt.p(0.99)), len(r.body)),
 		ratio:     fmtRatio(ratio),
 		checks: []rowCheck{
@@ -351,7 +351,7 @@ func (u *updateScenario) runNginx(ctx context.Context, b *bench, rep *report, ge
 	}
 	row.checks = appendFailures(row.checks, srvSt)
 	rep.result(row)
-	noteCPU(rep, "update vs nginx on "+kind, "nginx", ngCPU, ngSt, srvCPU, srvSt)
+	runs.noteCPU(rep, "update vs nginx on "+kind, "nginx")
 	noteFailures(rep, "update check vs nginx on "+kind+", server", srvSt)
 	noteFailures(rep, "update check vs nginx on "+kind+", nginx", ngSt)
 	return nil
