@@ -190,6 +190,26 @@ func (p *pairedRuns) round(ctx context.Context, u *updateScenario, gen generator
 	return nil
 }
 
+// row is the server's result against the reference, described as what,
+// with its targets: the ratio of rates at least minRatio, and p99.
+func (p *pairedRuns) row(scenario, db, what string, minRatio float64) resultRow {
+	ratio := p.srv.rate() / p.ref.rate()
+	return resultRow{
+		scenario:  scenario,
+		db:        db,
+		measured:  fmtRate(p.srv.rate(), "req/s"),
+		p50:       fmtDuration(p.srv.p(0.5)),
+		p99:       fmtDuration(p.srv.p(0.99)),
+		rss:       fmtMB(kbToMB(p.peak)),
+		reference: fmt.Sprintf("%s, p50 %s, p99 %s: %s", fmtRate(p.ref.rate(), "req/s"), fmtDuration(p.ref.p(0.5)), fmtDuration(p.ref.p(0.99)), what),
+		ratio:     fmtRatio(ratio),
+		checks: []rowCheck{
+			{label: "ratio", target: target{value: ratio, op: ">=", limit: minRatio, format: fmtRatio}},
+			{label: "p99", target: target{value: ms(p.srv.p(0.99)), op: "<", limit: ms(updateMaxP99), format: fmtMS}},
+		},
+	}
+}
+
 // noteCPU says where each side's time went: the CPU per answer, and the
 // cores left idle while answers were awaited.
 func (p *pairedRuns) noteCPU(rep *report, what, refName string) {
@@ -246,21 +266,8 @@ func (u *updateScenario) runHandler(ctx context.Context, b *bench, rep *report, 
 	}
 	refSt, srvSt := runs.ref, runs.srv
 
-	row := resultRow{
-		scenario:  fmt.Sprintf("update check, %d conns", u.conns),
-		db:        kind,
-		measured:  fmtRate(srvSt.rate(), "req/s"),
-		p50:       fmtDuration(srvSt.p(0.5)),
-		p99:       fmtDuration(srvSt.p(0.99)),
-		rss:       fmtMB(kbToMB(runs.peak)),
-		reference: fmt.Sprintf("%s, p50 %s, p99 %s: net/http handler process, same %d bytes", fmtRate(refSt.rate(), "req/s"), fmtDuration(refSt.p(0.5)), fmtDuration(refSt.p(0.99)), len(body)),
-		ratio:     fmtRatio(srvSt.rate() / refSt.rate()),
-		checks: []rowCheck{
-			{label: "ratio", target: target{value: srvSt.rate() / refSt.rate(), op: ">=", limit: updateMinRatio, format: fmtRatio}},
-			{label: "p99", target: target{value: ms(srvSt.p(0.99)), op: "<", limit: ms(updateMaxP99), format: fmtMS}},
-		},
-	}
-	row.checks = appendFailures(row.checks, srvSt)
+	row := runs.row(fmt.Sprintf("update check, %d conns", u.conns), kind, fmt.Sprintf("net/http handler process, same %d bytes", len(body)), updateMinRatio)
+	row.checks = appendFailures(row.checks, runs.srv)
 	rep.result(row)
 	if inprocURL != "" {
 		rep.result(resultRow{
@@ -334,22 +341,8 @@ func (u *updateScenario) runNginx(ctx context.Context, b *bench, rep *report, ge
 	if n, err := countLines(r.srv.LogPath, []byte(`"msg":"request"`)); err != nil || n < srvSt.ok {
 		return fmt.Errorf("the server's log has %d access lines for %d answers (%v)", n, srvSt.ok, err)
 	}
-	ratio := srvSt.rate() / ngSt.rate()
-	row := resultRow{
-		scenario:  fmt.Sprintf("update check vs nginx, %d conns, access log on", u.conns),
-		db:        kind,
-		measured:  fmtRate(srvSt.rate(), "req/s"),
-		p50:       fmtDuration(srvSt.p(0.5)),
-		p99:       fmtDuration(srvSt.p(0.99)),
-		rss:       fmtMB(kbToMB(runs.peak)),
-		reference: fmt.Sprintf("%s, p50 %s, p99 %s: nginx, same %d bytes from a file, access_log on", fmtRate(ngSt.rate(), "req/s"), fmtDuration(ngSt.p(0.5)), fmtDuration(ngSt.p(0.99)), len(r.body)),
-		ratio:     fmtRatio(ratio),
-		checks: []rowCheck{
-			{label: "ratio", target: target{value: ratio, op: ">=", limit: updateMinNginxRatio, format: fmtRatio}},
-			{label: "p99", target: target{value: ms(srvSt.p(0.99)), op: "<", limit: ms(updateMaxP99), format: fmtMS}},
-		},
-	}
-	row.checks = appendFailures(row.checks, srvSt)
+	row := runs.row(fmt.Sprintf("update check vs nginx, %d conns, access log on", u.conns), kind, fmt.Sprintf("nginx, same %d bytes from a file, access_log on", len(r.body)), updateMinNginxRatio)
+	row.checks = appendFailures(row.checks, runs.srv)
 	rep.result(row)
 	runs.noteCPU(rep, "update vs nginx on "+kind, "nginx")
 	noteFailures(rep, "update check vs nginx on "+kind+", server", srvSt)
