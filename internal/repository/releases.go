@@ -213,8 +213,9 @@ func (r *Releases) Update(ctx context.Context, id int64, patch model.ReleasePatc
 // ApplyDue applies, in time order, every pending schedule step whose time
 // has come at now, of releases that are not halted, and returns the steps
 // it applied (committed), recording each as c. Each step is applied once
-// across every server sharing the database: under the lock of its release's row, only the transaction that
-// turns the step from pending to applied sets the rollout.
+// across every server sharing the database: under the lock of its
+// release's row, only the transaction that turns the step from pending to
+// applied sets the rollout.
 func (r *Releases) ApplyDue(ctx context.Context, now time.Time, c model.Change) ([]model.AppliedStep, error) {
 	now = now.UTC()
 	db := r.db.WithContext(ctx)
